@@ -1,0 +1,153 @@
+package api
+
+import (
+	_ "embed"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"engram/internal/engine"
+	"engram/internal/jsonx"
+)
+
+//go:embed openapi.yaml
+var openapiYAML []byte
+
+// OpenAPI returns the contract document served at /v1/openapi.yaml.
+func OpenAPI() []byte { return openapiYAML }
+
+// Config configures the HTTP app.
+type Config struct {
+	// MaxBody is the largest request body in bytes. Zero means 1 MiB.
+	MaxBody int
+	// Ready reports whether the server accepts writes (for /readyz). Nil
+	// means always ready.
+	Ready func() bool
+	// Gatherer serves /metrics. Nil means /metrics answers 404.
+	Gatherer prometheus.Gatherer
+	// Registerer receives the HTTP metrics. Nil means they are not
+	// registered.
+	Registerer prometheus.Registerer
+	// ReadTimeout, WriteTimeout and IdleTimeout bound a connection's phases.
+	// Zero means 30 s, 30 s and 120 s.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+}
+
+type handlers struct {
+	eng *engine.Engine
+	cfg Config
+	log *slog.Logger
+}
+
+// New builds the Fiber app serving the API over eng.
+func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 30 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 120 * time.Second
+	}
+	app := fiber.New(fiber.Config{
+		BodyLimit:             cfg.MaxBody,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		DisableStartupMessage: true,
+		UnescapePath:          true,
+		ErrorHandler:          errorHandler(log),
+	})
+	h := &handlers{eng: eng, cfg: cfg, log: log}
+	app.Use(recoverer(log))
+	app.Use(httpMetrics(cfg.Registerer))
+
+	app.Get("/healthz", func(c *fiber.Ctx) error { return sendJSON(c, 200, []byte(`{"status":"ok"}`)) })
+	app.Get("/readyz", h.readyz)
+	app.Get("/metrics", h.metrics)
+	app.Get("/v1/openapi.yaml", func(c *fiber.Ctx) error {
+		c.Set(fiber.HeaderContentType, "application/yaml")
+		return c.Send(openapiYAML)
+	})
+
+	v1 := app.Group("/v1")
+	v1.Post("/contexts", h.createContext)
+	v1.Get("/contexts", h.listContexts)
+	v1.Get("/contexts/:id", h.getContext)
+	v1.Patch("/contexts/:id", h.patchContext)
+	v1.Get("/contexts/:id/workunits", h.listUnits)
+	v1.Post("/workunits", h.createUnit)
+	v1.Post("/workunits/batch", h.createBatch)
+	v1.Get("/workunits/:id", h.getUnit)
+	v1.Get("/workunits/:id/related", h.related)
+
+	// Anything else, whatever the method: the JSON 404 of the contract.
+	app.Use(func(c *fiber.Ctx) error {
+		return &apiError{fiber.StatusNotFound, "not_found", "no route for " + c.Method() + " " + c.Path()}
+	})
+	return app
+}
+
+func sendJSON(c *fiber.Ctx, status int, body []byte) error {
+	c.Status(status)
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(body)
+}
+
+// decode decodes the request body into v, strictly.
+func decode(c *fiber.Ctx, v any) error {
+	if err := jsonx.Decode(c.Body(), v); err != nil {
+		return engine.Invalid(err)
+	}
+	return nil
+}
+
+// queryInt reads an integer query parameter; absent is 0.
+func queryInt(c *fiber.Ctx, name string) (int, error) {
+	s := c.Query(name)
+	if s == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, badRequest("%s: %q is not an integer", name, truncate(s))
+	}
+	return n, nil
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// appendList appends {"<name>":[items...],"next_cursor":..} to dst.
+func appendList(dst []byte, name string, items [][]byte, next string) []byte {
+	dst = append(dst, `{"`...)
+	dst = append(dst, name...)
+	dst = append(dst, `":[`...)
+	for i, it := range items {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, it...)
+	}
+	dst = append(dst, `],"next_cursor":`...)
+	if next == "" {
+		dst = append(dst, "null"...)
+	} else {
+		dst = jsonx.AppendString(dst, next)
+	}
+	return append(dst, '}')
+}

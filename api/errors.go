@@ -1,0 +1,120 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/gofiber/fiber/v2"
+
+	"engram/internal/engine"
+	"engram/internal/wal"
+)
+
+// errorTable maps the errors of the layers below to a status and a stable
+// code. The first kind that matches wins.
+var errorTable = []struct {
+	kind   error
+	status int
+	code   string
+}{
+	{engine.ErrInvalid, fiber.StatusBadRequest, "invalid_argument"},
+	{engine.ErrNotFound, fiber.StatusNotFound, "not_found"},
+	{engine.ErrConflict, fiber.StatusConflict, "conflict"},
+	{wal.ErrUnavailable, fiber.StatusServiceUnavailable, "unavailable"},
+	{wal.ErrClosed, fiber.StatusServiceUnavailable, "unavailable"},
+	{context.Canceled, fiber.StatusServiceUnavailable, "unavailable"},
+	{context.DeadlineExceeded, fiber.StatusServiceUnavailable, "unavailable"},
+}
+
+// statusCodes gives the code of a status that Fiber or fasthttp produced
+// itself (oversized body, unknown route, timeouts).
+var statusCodes = map[int]string{
+	fiber.StatusBadRequest:            "invalid_argument",
+	fiber.StatusUnauthorized:          "unauthenticated",
+	fiber.StatusForbidden:             "permission_denied",
+	fiber.StatusNotFound:              "not_found",
+	fiber.StatusConflict:              "conflict",
+	fiber.StatusGone:                  "gone",
+	fiber.StatusRequestEntityTooLarge: "payload_too_large",
+	fiber.StatusTooManyRequests:       "rate_limited",
+	fiber.StatusServiceUnavailable:    "unavailable",
+}
+
+// apiError is an error raised by a handler itself (bad query parameter,
+// unknown route) with its status and code.
+type apiError struct {
+	status int
+	code   string
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &apiError{fiber.StatusBadRequest, "invalid_argument", fmt.Sprintf(format, args...)}
+}
+
+type errorBody struct {
+	Error errorInner `json:"error"`
+}
+
+type errorInner struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details"`
+}
+
+// classify gives err's status, code, client message and details.
+func classify(err error) (int, string, string, map[string]any) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status, ae.code, ae.msg, nil
+	}
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		code, ok := statusCodes[fe.Code]
+		switch {
+		case ok:
+		case fe.Code >= 500:
+			code = "internal"
+		default:
+			code = "invalid_argument"
+		}
+		msg := fe.Message
+		if fe.Code == fiber.StatusRequestEntityTooLarge {
+			msg = "body: larger than the configured limit (--max-body)"
+		}
+		return fe.Code, code, msg, nil
+	}
+	for _, row := range errorTable {
+		if errors.Is(err, row.kind) {
+			var details map[string]any
+			var ee *engine.Error
+			if errors.As(err, &ee) {
+				details = ee.Details
+			}
+			msg := err.Error()
+			if row.status == fiber.StatusServiceUnavailable {
+				msg = "storage unavailable: " + msg
+			}
+			return row.status, row.code, msg, details
+		}
+	}
+	return fiber.StatusInternalServerError, "internal", "internal error", nil
+}
+
+// errorHandler is Fiber's ErrorHandler: every non-2xx answer goes through it.
+func errorHandler(log *slog.Logger) fiber.ErrorHandler {
+	return func(c *fiber.Ctx, err error) error {
+		status, code, msg, details := classify(err)
+		if status >= 500 {
+			log.Error("request failed", "method", c.Method(), "path", c.Path(), "status", status, "err", err)
+		}
+		if details == nil {
+			details = map[string]any{}
+		}
+		return c.Status(status).JSON(errorBody{errorInner{code, msg, details}})
+	}
+}

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"gopkg.in/yaml.v3"
+)
+
+// config is the server's configuration after flags, environment and file
+// have been merged (in that order of precedence, over the defaults).
+type config struct {
+	Addr            string
+	Data            string
+	Sync            string
+	MaxBody         int64
+	LogLevel        slog.Level
+	LogFormat       string
+	Insecure        bool
+	ShutdownTimeout time.Duration
+	ConfigFile      string
+}
+
+// option is one setting, reachable as a flag, an ENGRAM_* variable and a key
+// of the YAML file.
+type option struct {
+	flag, env, key, def, usage string
+}
+
+var options = []option{
+	{"addr", "ENGRAM_ADDR", "addr", "127.0.0.1:8080", "listen address (host:port); a non-loopback address needs --insecure until auth exists"},
+	{"data", "ENGRAM_DATA", "data", "./data", "data directory"},
+	{"sync", "ENGRAM_SYNC", "sync", "always", "always: fsync before every acknowledgement; none: no fsync (a machine crash may lose acknowledged writes)"},
+	{"max-body", "ENGRAM_MAX_BODY", "max_body", "1MiB", "largest request body (bytes, or with a unit: 512KiB, 4MiB)"},
+	{"log-level", "ENGRAM_LOG_LEVEL", "log_level", "info", "debug, info, warn or error"},
+	{"log-format", "ENGRAM_LOG_FORMAT", "log_format", "text", "text or json"},
+	{"insecure", "ENGRAM_INSECURE", "insecure", "false", "allow listening on a non-loopback address without auth"},
+	{"shutdown-timeout", "ENGRAM_SHUTDOWN_TIMEOUT", "shutdown_timeout", "30s", "how long in-flight requests may take to finish on SIGINT/SIGTERM"},
+}
+
+// loadConfig merges args, the environment (getenv) and the YAML file named
+// by --config / ENGRAM_CONFIG. It reports which source each bad value came
+// from.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("engram-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	vals := make(map[string]*string, len(options))
+	for _, o := range options {
+		vals[o.flag] = fs.String(o.flag, o.def, fmt.Sprintf("%s (env %s)", o.usage, o.env))
+	}
+	cfgPath := fs.String("config", "", "YAML config file (env ENGRAM_CONFIG); flags and environment override it")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: engram-server [flags]\n\nEngram: an embedded, durable event store server.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+
+	path := *cfgPath
+	if !set["config"] {
+		path = getenv("ENGRAM_CONFIG")
+	}
+	file := map[string]string{}
+	if path != "" {
+		var err error
+		if file, err = readConfigFile(path); err != nil {
+			return nil, err
+		}
+	}
+	// value returns the setting and where it came from.
+	value := func(o option) (string, string) {
+		switch {
+		case set[o.flag]:
+			return *vals[o.flag], "--" + o.flag
+		case getenv(o.env) != "":
+			return getenv(o.env), o.env
+		}
+		if v, ok := file[o.key]; ok {
+			return v, path + ": " + o.key
+		}
+		return o.def, "default " + o.flag
+	}
+	c := &config{ConfigFile: path}
+	for _, o := range options {
+		v, src := value(o)
+		if err := c.set(o.flag, v); err != nil {
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+	}
+	if !c.Insecure && !isLoopback(c.Addr) {
+		return nil, fmt.Errorf("addr %q is not a loopback address: without auth the server listens on loopback only; set --insecure (ENGRAM_INSECURE=1) to listen there anyway", c.Addr)
+	}
+	return c, nil
+}
+
+func (c *config) set(name, v string) error {
+	var err error
+	switch name {
+	case "addr":
+		if _, _, err = net.SplitHostPort(v); err != nil {
+			return fmt.Errorf("%q is not host:port", v)
+		}
+		c.Addr = v
+	case "data":
+		if v == "" {
+			return errors.New("empty data directory")
+		}
+		c.Data = v
+	case "sync":
+		if v != "always" && v != "none" {
+			return fmt.Errorf("%q is not always or none", v)
+		}
+		c.Sync = v
+	case "max-body":
+		n, perr := humanize.ParseBytes(v)
+		if perr != nil || n < 1 || n > 1<<30 {
+			return fmt.Errorf("%q is not a size between 1 B and 1 GiB", v)
+		}
+		c.MaxBody = int64(n)
+	case "log-level":
+		if err = c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return fmt.Errorf("%q is not debug, info, warn or error", v)
+		}
+	case "log-format":
+		if v != "text" && v != "json" {
+			return fmt.Errorf("%q is not text or json", v)
+		}
+		c.LogFormat = v
+	case "insecure":
+		if c.Insecure, err = strconv.ParseBool(v); err != nil {
+			return fmt.Errorf("%q is not a boolean", v)
+		}
+	case "shutdown-timeout":
+		if c.ShutdownTimeout, err = time.ParseDuration(v); err != nil || c.ShutdownTimeout <= 0 {
+			return fmt.Errorf("%q is not a positive duration", v)
+		}
+	}
+	return nil
+}
+
+// readConfigFile reads the YAML file as flat settings. Unknown keys are
+// errors, so a typo is not silently ignored.
+func readConfigFile(path string) (map[string]string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	var doc map[string]yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config file %s: %w", path, err)
+	}
+	known := map[string]bool{}
+	for _, o := range options {
+		known[o.key] = true
+	}
+	out := make(map[string]string, len(doc))
+	for k, n := range doc {
+		if !known[k] {
+			return nil, fmt.Errorf("config file %s: line %d: unknown key %q", path, n.Line, k)
+		}
+		if n.Kind != yaml.ScalarNode {
+			return nil, fmt.Errorf("config file %s: line %d: %s must be a single value", path, n.Line, k)
+		}
+		out[k] = n.Value
+	}
+	return out, nil
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (c *config) logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,96 @@
+package engine
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"strconv"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"engram/internal/storage"
+	"engram/internal/wal"
+)
+
+// Store is what the engine reads: the committed state.
+type Store interface {
+	Get(key []byte) ([]byte, error)
+	NewIter(lower, upper []byte) (*pebble.Iterator, error)
+}
+
+// Sequencer is where the engine's commands go.
+type Sequencer interface {
+	Submit(ctx context.Context, cmd wal.Command) (any, error)
+}
+
+var (
+	_ Store     = (*storage.DB)(nil)
+	_ Sequencer = (*wal.Sequencer)(nil)
+)
+
+// Engine runs the domain's commands and queries.
+type Engine struct {
+	store Store
+	seq   Sequencer
+	log   *slog.Logger
+}
+
+// New returns an engine reading from store and writing through seq.
+func New(store Store, seq Sequencer, log *slog.Logger) *Engine {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Engine{store: store, seq: seq, log: log}
+}
+
+// get reads key from the committed store, mapping absence to ok=false.
+func (e *Engine) get(key []byte) ([]byte, bool, error) {
+	v, err := e.store.Get(key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return v, true, nil
+}
+
+// Cursors are opaque to clients: base64url of a short tagged string, so that
+// a cursor from one listing is rejected by another.
+func encodeCursor(tag, v string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(tag + ":" + v))
+}
+
+func decodeCursor(tag, c string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil || len(b) < len(tag)+1 || string(b[:len(tag)+1]) != tag+":" {
+		return "", invalidf("cursor: malformed or from another listing")
+	}
+	return string(b[len(tag)+1:]), nil
+}
+
+func decodeSeqCursor(tag, c string) (uint64, error) {
+	s, err := decodeCursor(tag, c)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, invalidf("cursor: malformed")
+	}
+	return n, nil
+}
+
+// CheckLimit validates a list limit, applying the default for 0.
+func CheckLimit(limit int) (int, error) {
+	if limit == 0 {
+		return DefaultListLimit, nil
+	}
+	if limit < 1 || limit > MaxListLimit {
+		return 0, invalidf("limit: %d out of range 1..%d", limit, MaxListLimit)
+	}
+	return limit, nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, storage.ErrNotFound) }

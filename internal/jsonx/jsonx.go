@@ -1,0 +1,150 @@
+// Package jsonx holds the JSON helpers shared by the engine and the API:
+// strict decoding whose errors name the offending field, string quoting for
+// hand-built documents, and canonical forms for comparing values.
+//
+// It knows nothing of Engram's types.
+package jsonx
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxDepth is the deepest nesting of arrays and objects a document may have.
+const MaxDepth = 64
+
+// Decode decodes one JSON document from data into v. Unknown fields are
+// errors, and so is anything after the document. The error text names the
+// field and is meant for clients.
+func Decode(data []byte, v any) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return errors.New("body: empty, expected a JSON document")
+	}
+	if err := CheckDepth(data, MaxDepth); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return Explain(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("body: unexpected data after the JSON document")
+	}
+	return nil
+}
+
+// Explain turns an encoding/json error into a message naming the field.
+func Explain(err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Errorf("body: malformed JSON at offset %d: %s", syn.Offset, syn.Error())
+	case errors.As(err, &typ):
+		field := typ.Field
+		if field == "" {
+			field = "body"
+		}
+		return fmt.Errorf("%s: expected %s, got JSON %s", field, jsonKind(typ.Type.Kind().String()), typ.Value)
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return errors.New("body: truncated JSON")
+	}
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return fmt.Errorf("%s: unknown field", strings.Trim(f, `"`))
+	}
+	return fmt.Errorf("body: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "map", "struct":
+		return "an object"
+	case "slice", "array":
+		return "an array"
+	case "bool":
+		return "a boolean"
+	case "int", "int64", "int32", "uint64", "uint32", "float64":
+		return "a number"
+	}
+	return goKind
+}
+
+// CheckDepth rejects documents nested deeper than max, before a decoder
+// spends work (or stack) on them. Brackets inside strings are not counted.
+func CheckDepth(data []byte, max int) error {
+	depth, inStr, esc := 0, false, false
+	for _, c := range data {
+		switch {
+		case inStr:
+			switch {
+			case esc:
+				esc = false
+			case c == '\\':
+				esc = true
+			case c == '"':
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+		case c == '{' || c == '[':
+			depth++
+			if depth > max {
+				return fmt.Errorf("body: nested deeper than %d levels", max)
+			}
+		case c == '}' || c == ']':
+			depth--
+		}
+	}
+	return nil
+}
+
+// AppendString appends s as a JSON string.
+func AppendString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= utf8.RuneSelf || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(s)
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s...)
+	return append(dst, '"')
+}
+
+// Compact appends raw with insignificant white space removed. raw must be
+// valid JSON.
+func Compact(dst, raw []byte) []byte {
+	if !bytes.ContainsAny(raw, " \t\r\n") {
+		return append(dst, raw...)
+	}
+	buf := bytes.NewBuffer(dst)
+	if err := json.Compact(buf, raw); err != nil {
+		return append(dst, raw...)
+	}
+	return buf.Bytes()
+}
+
+// Canonical returns raw with object keys sorted and white space removed, so
+// that two encodings of the same value compare equal. Numbers keep their
+// text.
+func Canonical(raw []byte) ([]byte, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}

@@ -1,0 +1,167 @@
+// Package server wires Engram together: storage, the sequencer, the engine
+// and the HTTP app, in the order they must open and close. cmd/server adds
+// configuration and signals; the bench and tests start a Server in-process.
+//
+// It owns no logic of its own beyond lifecycle.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"engram/api"
+	"engram/internal/engine"
+	"engram/internal/storage"
+	"engram/internal/wal"
+)
+
+// Version is the server's version, set at build time with
+// -ldflags "-X engram/internal/server.Version=…".
+var Version = "dev"
+
+// Config configures a Server.
+type Config struct {
+	// Addr is the listen address. Empty means 127.0.0.1:8080; port 0 picks a
+	// free port (see Addr after Start).
+	Addr string
+	// DataDir holds the store. Empty means ./data.
+	DataDir string
+	// Sync is "always" (empty means this: every acknowledged write is
+	// fsynced) or "none" (commits are not fsynced: faster, and a crash of
+	// the machine may lose recent acknowledged writes).
+	Sync string
+	// MaxBody is the largest request body in bytes. Zero means 1 MiB.
+	MaxBody int64
+	// Logger receives the server's logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Server is a running Engram.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	db   *storage.DB
+	seq  *wal.Sequencer
+	eng  *engine.Engine
+	app  *fiber.App
+	reg  *prometheus.Registry
+	ln   net.Listener
+	serr chan error
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the store and builds the server; Start makes it listen.
+func New(cfg Config) (*Server, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8080"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "./data"
+	}
+	if cfg.Sync == "" {
+		cfg.Sync = "always"
+	}
+	if cfg.MaxBody == 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case cfg.Sync != "always" && cfg.Sync != "none":
+		return nil, fmt.Errorf("server: sync: %q is not always or none", cfg.Sync)
+	case cfg.MaxBody < 1 || cfg.MaxBody > 1<<30:
+		return nil, fmt.Errorf("server: max body: %d bytes is outside 1 B..1 GiB", cfg.MaxBody)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(), serr: make(chan error, 1)}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	db, err := storage.Open(storage.Config{Dir: cfg.DataDir}, s.log)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	s.seq, err = wal.New(db, wal.Config{NoSync: cfg.Sync == "none", Registerer: s.reg}, s.log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.eng = engine.New(db, s.seq, s.log)
+	s.app = api.New(s.eng, api.Config{
+		MaxBody:    int(cfg.MaxBody),
+		Ready:      s.seq.Healthy,
+		Gatherer:   s.reg,
+		Registerer: s.reg,
+	}, s.log)
+	return s, nil
+}
+
+// Engine is the server's engine (for in-process tools).
+func (s *Server) Engine() *engine.Engine { return s.eng }
+
+// Store is the server's store.
+func (s *Server) Store() *storage.DB { return s.db }
+
+// HeadSeq is the last committed seq.
+func (s *Server) HeadSeq() uint64 { return s.seq.Head() }
+
+// App is the HTTP app (for in-process tests with app.Test).
+func (s *Server) App() *fiber.App { return s.app }
+
+// Start listens on the configured address and serves in the background.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	go func() { s.serr <- s.app.Listener(ln) }()
+	s.log.Info("engram listening",
+		"version", Version, "addr", ln.Addr().String(), "data", s.db.Dir(),
+		"layout", storage.LayoutVersion, "new_store", s.db.Created(),
+		"head_seq", s.seq.Head(), "sync", s.cfg.Sync, "max_body", s.cfg.MaxBody)
+	return nil
+}
+
+// Addr is the address the server listens on, after Start.
+func (s *Server) Addr() string {
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// Done delivers the serve loop's error if it stops on its own.
+func (s *Server) Done() <-chan error { return s.serr }
+
+// Shutdown stops accepting connections, lets in-flight requests finish (until
+// ctx ends), then drains the sequencer and closes the store.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		if s.ln != nil {
+			if err := s.app.ShutdownWithContext(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))
+			}
+		}
+		if err := s.seq.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := s.db.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		s.closeErr = errors.Join(errs...)
+		s.log.Info("engram stopped", "head_seq", s.seq.Head(), "err", s.closeErr)
+	})
+	return s.closeErr
+}

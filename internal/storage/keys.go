@@ -1,0 +1,187 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+)
+
+// The key layout. Every key starts with a one-byte namespace; fields follow in
+// an order-preserving encoding: integers big-endian, strings escaped with
+// AppendString (so one string is never a prefix of another's encoding), ULIDs
+// as their 16 raw bytes.
+//
+// LayoutVersion changes whenever the meaning of an existing key or value
+// changes; the server refuses to open a data dir written by a newer layout.
+const LayoutVersion uint32 = 1
+
+const (
+	// nsMeta: small singletons. metaLayout → uint32 layout version;
+	// metaHeadSeq → uint64 last committed seq (written in every batch, so the
+	// head survives even if retention ever removes every log record).
+	nsMeta byte = 0x00
+
+	// nsLog: the event log. seq (uint64) → log record (see record.go). The
+	// record refers to state records instead of copying large payloads.
+	nsLog byte = 0x01
+
+	// nsTopic: the per-topic index of the log. topic (string) + seq (uint64)
+	// → empty. Replay of one topic reads only its own entries.
+	nsTopic byte = 0x02
+
+	// nsContext: contexts. context id (string) → context JSON.
+	nsContext byte = 0x10
+
+	// nsUnit: work units. ULID (16 bytes) → unit JSON (the public shape).
+	nsUnit byte = 0x11
+
+	// nsContextUnit: units of a context in seq order. context id (string) +
+	// seq (uint64) → ULID (16) + type (1 byte) + agent id, so that filtered
+	// listings need no point lookups for the entries they skip.
+	nsContextUnit byte = 0x12
+
+	// nsUnitIn: the reverse relationship index. target ULID (16) + source
+	// ULID (16) + relationship type (1 byte) → empty.
+	nsUnitIn byte = 0x13
+)
+
+var (
+	metaLayout  = []byte{nsMeta, 'l'}
+	metaHeadSeq = []byte{nsMeta, 's'}
+)
+
+// ErrBadKey reports a key that does not decode in the layout.
+var ErrBadKey = errors.New("storage: malformed key")
+
+// AppendString appends s in an order-preserving, prefix-free encoding: 0x00
+// bytes are escaped as 0x00 0xFF and the string ends with 0x00 0x01.
+func AppendString(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] == 0 {
+			dst = append(dst, 0, 0xFF)
+			continue
+		}
+		dst = append(dst, s[i])
+	}
+	return append(dst, 0, 1)
+}
+
+// DecodeString decodes a string written by AppendString at the start of b and
+// returns it with the rest of b.
+func DecodeString(b []byte) (string, []byte, error) {
+	var out []byte
+	for {
+		i := bytes.IndexByte(b, 0)
+		if i < 0 || i+1 >= len(b) {
+			return "", nil, ErrBadKey
+		}
+		out = append(out, b[:i]...)
+		switch b[i+1] {
+		case 1:
+			return string(out), b[i+2:], nil
+		case 0xFF:
+			out = append(out, 0)
+			b = b[i+2:]
+		default:
+			return "", nil, ErrBadKey
+		}
+	}
+}
+
+// AppendUint64 appends v big-endian.
+func AppendUint64(dst []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(dst, v) }
+
+// LogKey is the key of the log record with seq.
+func LogKey(seq uint64) []byte { return AppendUint64([]byte{nsLog}, seq) }
+
+// LogSeq decodes the seq of a log key.
+func LogSeq(key []byte) (uint64, error) {
+	if len(key) != 9 || key[0] != nsLog {
+		return 0, ErrBadKey
+	}
+	return binary.BigEndian.Uint64(key[1:]), nil
+}
+
+// LogPrefix bounds every log key.
+func LogPrefix() []byte { return []byte{nsLog} }
+
+// TopicPrefix is the prefix of every topic-index entry of topic.
+func TopicPrefix(topic string) []byte { return AppendString([]byte{nsTopic}, topic) }
+
+// TopicKey is the topic-index entry of seq in topic.
+func TopicKey(topic string, seq uint64) []byte { return AppendUint64(TopicPrefix(topic), seq) }
+
+// ContextKey is the key of a context.
+func ContextKey(id string) []byte { return AppendString([]byte{nsContext}, id) }
+
+// ContextPrefix bounds every context key.
+func ContextPrefix() []byte { return []byte{nsContext} }
+
+// ContextID decodes the id of a context key.
+func ContextID(key []byte) (string, error) {
+	if len(key) == 0 || key[0] != nsContext {
+		return "", ErrBadKey
+	}
+	id, rest, err := DecodeString(key[1:])
+	if err != nil || len(rest) != 0 {
+		return "", ErrBadKey
+	}
+	return id, nil
+}
+
+// UnitKey is the key of a work unit.
+func UnitKey(id [16]byte) []byte { return append([]byte{nsUnit}, id[:]...) }
+
+// ContextUnitPrefix is the prefix of the seq index of a context's units.
+func ContextUnitPrefix(contextID string) []byte {
+	return AppendString([]byte{nsContextUnit}, contextID)
+}
+
+// ContextUnitKey is the index entry of the unit with seq in a context.
+func ContextUnitKey(contextID string, seq uint64) []byte {
+	return AppendUint64(ContextUnitPrefix(contextID), seq)
+}
+
+// TrailingSeq decodes the seq that ends an index key (topic and context-unit
+// entries).
+func TrailingSeq(key []byte) (uint64, error) {
+	if len(key) < 9 {
+		return 0, ErrBadKey
+	}
+	return binary.BigEndian.Uint64(key[len(key)-8:]), nil
+}
+
+// UnitInPrefix is the prefix of the reverse relationships that target id.
+func UnitInPrefix(target [16]byte) []byte { return append([]byte{nsUnitIn}, target[:]...) }
+
+// UnitInKey is the reverse entry of a relationship source → target of type t.
+func UnitInKey(target, source [16]byte, t byte) []byte {
+	k := make([]byte, 0, 34)
+	k = append(k, nsUnitIn)
+	k = append(k, target[:]...)
+	k = append(k, source[:]...)
+	return append(k, t)
+}
+
+// DecodeUnitIn decodes a reverse relationship key.
+func DecodeUnitIn(key []byte) (target, source [16]byte, t byte, err error) {
+	if len(key) != 34 || key[0] != nsUnitIn {
+		return target, source, 0, ErrBadKey
+	}
+	copy(target[:], key[1:17])
+	copy(source[:], key[17:33])
+	return target, source, key[33], nil
+}
+
+// PrefixEnd returns the smallest key greater than every key with prefix p,
+// for use as an exclusive upper bound.
+func PrefixEnd(p []byte) []byte {
+	end := bytes.Clone(p)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil // p is all 0xFF: no upper bound
+}

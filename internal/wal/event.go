@@ -1,0 +1,81 @@
+package wal
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"engram/internal/jsonx"
+	"engram/internal/storage"
+)
+
+// TimeLayout is how every time in the API is written: RFC 3339 in UTC with
+// all nine fractional digits.
+const TimeLayout = "2006-01-02T15:04:05.000000000Z07:00"
+
+// FormatTime writes t in TimeLayout, in UTC.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+
+// An Event is one committed change, as subscribers receive it.
+type Event struct {
+	Seq   uint64
+	Time  time.Time
+	Type  string
+	Topic string
+	// JSON is the whole event, encoded once:
+	// {"seq":..,"time":..,"type":..,"topic":..,"data":..}.
+	JSON []byte
+}
+
+// AppendEventJSON appends the event JSON with the given data JSON to dst.
+func AppendEventJSON(dst []byte, seq uint64, t time.Time, typ, topic string, data []byte) []byte {
+	dst = append(dst, `{"seq":`...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, `,"time":"`...)
+	dst = t.UTC().AppendFormat(dst, TimeLayout)
+	dst = append(dst, `","type":`...)
+	dst = jsonx.AppendString(dst, typ)
+	dst = append(dst, `,"topic":`...)
+	dst = jsonx.AppendString(dst, topic)
+	dst = append(dst, `,"data":`...)
+	if len(data) == 0 {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, data...)
+	}
+	return append(dst, '}')
+}
+
+// Reader reads committed events back from storage.
+type Reader interface {
+	Get(key []byte) ([]byte, error)
+}
+
+// ReadEvent rebuilds the event with seq from its log record.
+func ReadEvent(db Reader, seq uint64) (Event, error) {
+	raw, err := db.Get(storage.LogKey(seq))
+	if err != nil {
+		return Event{}, fmt.Errorf("wal: read event %d: %w", seq, err)
+	}
+	return DecodeEvent(db, seq, raw)
+}
+
+// DecodeEvent rebuilds the event with seq from its raw log record, reading
+// the state record it refers to.
+func DecodeEvent(db Reader, seq uint64, raw []byte) (Event, error) {
+	rec, err := storage.DecodeRecord(raw)
+	if err != nil {
+		return Event{}, fmt.Errorf("wal: event %d: %w", seq, err)
+	}
+	data := rec.Inline
+	if rec.Ref != nil {
+		if data, err = db.Get(rec.Ref); err != nil {
+			return Event{}, fmt.Errorf("wal: event %d: data: %w", seq, err)
+		}
+	}
+	t := time.Unix(0, rec.TimeUnixNano).UTC()
+	return Event{
+		Seq: seq, Time: t, Type: rec.Type, Topic: rec.Topic,
+		JSON: AppendEventJSON(nil, seq, t, rec.Type, rec.Topic, data),
+	}, nil
+}
