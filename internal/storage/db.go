@@ -188,6 +188,18 @@ func (db *DB) NewIter(lower, upper []byte) (*pebble.Iterator, error) {
 // committed store.
 func (db *DB) NewIndexedBatch() *pebble.Batch { return db.pdb.NewIndexedBatch() }
 
+// CommitNoSyncWait applies b (it is visible to reads on return) and queues
+// its fsync; b.SyncWait() then waits for that fsync. Pebble makes a batch
+// visible before its WAL sync in the waiting path too, so this is not weaker;
+// it lets the sequencer apply the next batch while this one syncs. The
+// caller must call SyncWait before closing b.
+func (db *DB) CommitNoSyncWait(b *pebble.Batch) error {
+	if err := db.pdb.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+		return fmt.Errorf("storage: commit: %w", err)
+	}
+	return nil
+}
+
 // Commit commits b, fsyncing the write-ahead log first when sync is set.
 func (db *DB) Commit(b *pebble.Batch, sync bool) error {
 	o := pebble.NoSync

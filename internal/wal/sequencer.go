@@ -69,6 +69,10 @@ type Sequencer struct {
 	log  *slog.Logger
 	reqs chan *request
 
+	// syncq carries committed-but-not-yet-synced batches from the writer
+	// to the syncer, in commit order.
+	syncq chan *pending
+
 	mu     sync.RWMutex // guards closed against sends on reqs
 	closed bool
 	donec  chan struct{}
@@ -119,12 +123,14 @@ func New(db *storage.DB, cfg Config, log *slog.Logger) (*Sequencer, error) {
 		cfg:   cfg,
 		log:   log,
 		reqs:  make(chan *request, cfg.QueueSize),
+		syncq: make(chan *pending, 64),
 		donec: make(chan struct{}),
 		next:  db.HeadSeq() + 1,
 	}
 	s.head.Store(db.HeadSeq())
 	s.initMetrics()
 	go s.run()
+	go s.syncLoop()
 	return s, nil
 }
 
@@ -211,33 +217,44 @@ func (s *Sequencer) Close() error {
 	return nil
 }
 
+// pending is a batch between commit and fsync.
+type pending struct {
+	b      *pebble.Batch
+	reqs   []*request
+	events []Event
+	start  time.Time
+	err    error // the commit failed: answer every command with it
+}
+
+// run is the writer: it applies queued commands into a batch, commits the
+// batch without waiting for its fsync, and hands it to the syncer; then it
+// goes on with the next batch, whose commands already read this one's writes
+// (a committed batch is visible before its fsync). Nothing is answered here.
 func (s *Sequencer) run() {
-	defer close(s.donec)
-	batch := make([]*request, 0, s.cfg.MaxBatch)
-	var events []Event
+	defer close(s.syncq)
 	for {
 		first, ok := <-s.reqs
 		if !ok {
 			return
 		}
-		b := s.db.NewIndexedBatch()
-		batch, events = batch[:0], events[:0]
-		batch = append(batch, first)
-		events = s.apply(b, first, events)
+		p := &pending{b: s.db.NewIndexedBatch(), reqs: make([]*request, 0, 16)}
+		p.reqs = append(p.reqs, first)
+		p.events = s.apply(p.b, first, p.events)
 	fill:
-		for len(batch) < s.cfg.MaxBatch && b.Len() < s.cfg.MaxBatchBytes {
+		for len(p.reqs) < s.cfg.MaxBatch && p.b.Len() < s.cfg.MaxBatchBytes {
 			select {
 			case r, ok := <-s.reqs:
 				if !ok {
 					break fill
 				}
-				batch = append(batch, r)
-				events = s.apply(b, r, events)
+				p.reqs = append(p.reqs, r)
+				p.events = s.apply(p.b, r, p.events)
 			default:
 				break fill
 			}
 		}
-		s.commit(b, batch, events)
+		s.commit(p)
+		s.syncq <- p
 	}
 }
 
@@ -286,47 +303,80 @@ func (s *Sequencer) call(cmd Command, tx *Tx) (res any, err error) {
 	return cmd(tx)
 }
 
-// commit makes the batch durable, then publishes its events and answers its
-// commands. On failure every command of the batch fails and the seqs it
-// reserved are given back.
-func (s *Sequencer) commit(b *pebble.Batch, batch []*request, events []Event) {
-	defer b.Close()
-	if len(events) > 0 || !b.Empty() {
-		if len(events) > 0 {
-			if err := storage.SetHeadSeq(b, events[len(events)-1].Seq); err != nil {
-				s.fail(batch, events, err)
-				return
-			}
-		}
-		size := b.Len()
-		start := time.Now()
-		if err := s.db.Commit(b, !s.cfg.NoSync); err != nil {
-			s.fail(batch, events, err)
-			return
-		}
-		s.m.fsync.Observe(time.Since(start).Seconds())
-		s.m.batchBytes.Observe(float64(size))
-		s.m.batchCommands.Observe(float64(len(batch)))
-		if len(events) > 0 {
-			s.head.Store(events[len(events)-1].Seq)
-			if s.cfg.Publish != nil {
-				s.cfg.Publish(events)
-			}
+// commit applies the batch to the store (fsync still pending). On failure
+// the batch's seqs are given back and the sequencer turns read-only.
+func (s *Sequencer) commit(p *pending) {
+	if len(p.events) == 0 && p.b.Empty() {
+		return
+	}
+	if len(p.events) > 0 {
+		if err := storage.SetHeadSeq(p.b, p.events[len(p.events)-1].Seq); err != nil {
+			p.err = err
 		}
 	}
-	for _, r := range batch {
+	p.start = time.Now()
+	if p.err == nil {
+		if s.cfg.NoSync {
+			p.err = s.db.Commit(p.b, false)
+		} else {
+			p.err = s.db.CommitNoSyncWait(p.b)
+		}
+	}
+	if p.err != nil {
+		s.failed.Store(true)
+		if len(p.events) > 0 {
+			s.next = p.events[0].Seq
+		}
+	}
+}
+
+// syncLoop is the syncer: in commit order, it waits for each batch's fsync,
+// then publishes the batch's events and answers its commands. A batch is
+// answered only after its own fsync; the WAL is sequential, so that covers
+// every batch before it too.
+func (s *Sequencer) syncLoop() {
+	defer close(s.donec)
+	for p := range s.syncq {
+		s.finish(p)
+	}
+}
+
+func (s *Sequencer) finish(p *pending) {
+	committed := !(len(p.events) == 0 && p.b.Empty()) && p.err == nil
+	if committed && !s.cfg.NoSync {
+		p.err = p.b.SyncWait()
+	}
+	defer p.b.Close()
+	switch {
+	case p.err != nil:
+		s.fail(p.reqs, p.err)
+		return
+	case s.failed.Load() && committed:
+		// An earlier batch failed; this one may rest on its writes.
+		s.fail(p.reqs, ErrUnavailable)
+		return
+	}
+	if committed {
+		s.m.fsync.Observe(time.Since(p.start).Seconds())
+		s.m.batchBytes.Observe(float64(p.b.Len()))
+		s.m.batchCommands.Observe(float64(len(p.reqs)))
+	}
+	if len(p.events) > 0 {
+		s.head.Store(p.events[len(p.events)-1].Seq)
+		if s.cfg.Publish != nil {
+			s.cfg.Publish(p.events)
+		}
+	}
+	for _, r := range p.reqs {
 		close(r.done)
 	}
 }
 
-func (s *Sequencer) fail(batch []*request, events []Event, err error) {
-	s.log.Error("wal: commit failed; refusing writes until restart", "err", err, "commands", len(batch))
+func (s *Sequencer) fail(reqs []*request, err error) {
+	s.log.Error("wal: commit failed; refusing writes until restart", "err", err, "commands", len(reqs))
 	s.m.commitErrors.Inc()
 	s.failed.Store(true)
-	if len(events) > 0 {
-		s.next = events[0].Seq
-	}
-	for _, r := range batch {
+	for _, r := range reqs {
 		if r.err == nil {
 			r.res, r.err = nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}

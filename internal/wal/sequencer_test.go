@@ -46,8 +46,6 @@ func TestBatchStaging(t *testing.T) {
 	s := &Sequencer{db: db, cfg: Config{Now: time.Now}, next: 1, log: slog.New(slog.DiscardHandler)}
 	s.initMetrics()
 
-	b := db.NewIndexedBatch()
-	var events []Event
 	reqs := []*request{
 		{cmd: put("a", "1", "t/1")},
 		{cmd: func(tx *Tx) (any, error) {
@@ -76,11 +74,14 @@ func TestBatchStaging(t *testing.T) {
 		}},
 		{cmd: func(tx *Tx) (any, error) { panic("boom") }},
 	}
+	p := &pending{b: db.NewIndexedBatch(), reqs: reqs}
 	for _, r := range reqs {
 		r.done = make(chan struct{})
-		events = s.apply(b, r, events)
+		p.events = s.apply(p.b, r, p.events)
 	}
-	s.commit(b, reqs, events)
+	s.commit(p)
+	s.finish(p)
+	events := p.events
 
 	if reqs[1].err == nil || reqs[0].err != nil || reqs[2].err != nil {
 		t.Fatalf("errors: %v, %v, %v", reqs[0].err, reqs[1].err, reqs[2].err)
