@@ -27,7 +27,11 @@ func (h *handlers) createBatch(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	body := []byte(`{"units":[`)
+	size := 16
+	for _, u := range res.Units {
+		size += len(u) + 1
+	}
+	body := append(make([]byte, 0, size), `{"units":[`...)
 	for i, u := range res.Units {
 		if i > 0 {
 			body = append(body, ',')

@@ -134,11 +134,20 @@ func prepare(prefix string, in *UnitInput) (*preparedUnit, error) {
 
 func (p *preparedUnit) encode() {
 	in := p.in
-	p.head = append(p.head, `{"id":"`...)
+	// One buffer for the three parts, sized for the common case.
+	size := 128 + len(p.contextID) + len(p.agentID) + len(in.Payload) + 160*len(p.rels)
+	for k, v := range in.Metadata {
+		size += len(k) + len(v) + 6
+	}
+	if in.PayloadBase64 != nil {
+		size += len(*in.PayloadBase64)
+	}
+	buf := make([]byte, 0, size)
+	p.head = append(buf, `{"id":"`...)
 	p.head = append(p.head, p.id.String()...)
 	p.head = append(p.head, `","seq":`...)
 
-	p.mid = append(p.mid, `,"context_id":`...)
+	p.mid = append(p.head[len(p.head):len(p.head)], `,"context_id":`...)
 	p.mid = jsonx.AppendString(p.mid, p.contextID)
 	p.mid = append(p.mid, `,"agent_id":`...)
 	p.mid = jsonx.AppendString(p.mid, p.agentID)
@@ -146,7 +155,7 @@ func (p *preparedUnit) encode() {
 	p.mid = append(p.mid, unitTypes.name(p.typ)...)
 	p.mid = append(p.mid, `","timestamp":"`...)
 
-	t := append([]byte(nil), `","metadata":`...)
+	t := append(p.mid[len(p.mid):len(p.mid)], `","metadata":`...)
 	t = appendMetadata(t, in.Metadata)
 	switch {
 	case in.Payload != nil:

@@ -25,6 +25,8 @@ type Event struct {
 	// JSON is the whole event, encoded once:
 	// {"seq":..,"time":..,"type":..,"topic":..,"data":..}.
 	JSON []byte
+
+	data []byte // the data JSON, until JSON is built
 }
 
 // AppendEventJSON appends the event JSON with the given data JSON to dst.

@@ -364,6 +364,12 @@ func (s *Sequencer) finish(p *pending) {
 	if len(p.events) > 0 {
 		s.head.Store(p.events[len(p.events)-1].Seq)
 		if s.cfg.Publish != nil {
+			// Encoded here, off the writer, once for every subscriber.
+			for i := range p.events {
+				e := &p.events[i]
+				e.JSON = AppendEventJSON(make([]byte, 0, len(e.data)+96+len(e.Topic)), e.Seq, e.Time, e.Type, e.Topic, e.data)
+				e.data = nil
+			}
 			s.cfg.Publish(p.events)
 		}
 	}

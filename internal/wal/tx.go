@@ -16,6 +16,9 @@ type Tx struct {
 	batch  *pebble.Batch
 	now    time.Time
 	first  uint64 // seq of this command's first event
+	// staged indexes ops by key for Get. It is built only when the command
+	// reads after it has written (most commands read first, then write), and
+	// then kept up to date.
 	staged map[string]int
 	ops    []op
 	events []Event
@@ -33,6 +36,12 @@ func (tx *Tx) Now() time.Time { return tx.now }
 // the writes of earlier commands in the batch, then the committed store. The
 // returned slice is the caller's.
 func (tx *Tx) Get(key []byte) ([]byte, error) {
+	if tx.staged == nil && len(tx.ops) > 0 {
+		tx.staged = make(map[string]int, len(tx.ops))
+		for i, o := range tx.ops {
+			tx.staged[string(o.key)] = i // a later op of a key wins
+		}
+	}
 	if i, ok := tx.staged[string(key)]; ok {
 		if tx.ops[i].del {
 			return nil, storage.ErrNotFound
@@ -77,20 +86,22 @@ func (tx *Tx) Set(key, value []byte) { tx.stage(op{key: key, value: value}) }
 // Delete stages the deletion of key.
 func (tx *Tx) Delete(key []byte) { tx.stage(op{key: key, del: true}) }
 
+// stage records a write. Without the index, writes of one key simply follow
+// each other in ops and reach the batch in order, so the last one wins.
 func (tx *Tx) stage(o op) {
-	if i, ok := tx.staged[string(o.key)]; ok {
-		tx.ops[i] = o
-		return
+	if tx.staged != nil {
+		if i, ok := tx.staged[string(o.key)]; ok {
+			tx.ops[i] = o
+			return
+		}
+		tx.staged[string(o.key)] = len(tx.ops)
 	}
-	if tx.staged == nil {
-		tx.staged = make(map[string]int)
-	}
-	tx.staged[string(o.key)] = len(tx.ops)
 	tx.ops = append(tx.ops, o)
 }
 
 // Emit logs one event and returns its seq. data is the event's data JSON as
-// subscribers receive it. When ref is not nil, data is the value of the state
+// subscribers receive it; it is kept until the event is published, so the
+// caller must not change it. When ref is not nil, data is the value of the state
 // record at ref (written by this command) and the log record refers to it
 // instead of copying it; otherwise data is stored inline in the log record.
 func (tx *Tx) Emit(topic, typ string, data, ref []byte) uint64 {
@@ -101,10 +112,7 @@ func (tx *Tx) Emit(topic, typ string, data, ref []byte) uint64 {
 	}
 	tx.Set(storage.LogKey(seq), storage.AppendRecord(nil, &rec))
 	tx.Set(storage.TopicKey(topic, seq), nil)
-	tx.events = append(tx.events, Event{
-		Seq: seq, Time: tx.now, Type: typ, Topic: topic,
-		JSON: AppendEventJSON(nil, seq, tx.now, typ, topic, data),
-	})
+	tx.events = append(tx.events, Event{Seq: seq, Time: tx.now, Type: typ, Topic: topic, data: data})
 	return seq
 }
 
