@@ -11,6 +11,7 @@ import (
 
 	"engram/internal/engine"
 	"engram/internal/jsonx"
+	"engram/internal/notifier"
 )
 
 //go:embed openapi.yaml
@@ -31,6 +32,9 @@ type Config struct {
 	// Registerer receives the HTTP metrics. Nil means they are not
 	// registered.
 	Registerer prometheus.Registerer
+	// Notifier serves /v1/ws and /v1/events. Nil means those routes answer
+	// 404.
+	Notifier *notifier.Notifier
 	// ReadTimeout, WriteTimeout and IdleTimeout bound a connection's phases.
 	// Zero means 30 s, 30 s and 120 s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -79,6 +83,11 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 		c.Set(fiber.HeaderContentType, "application/yaml")
 		return c.Send(openapiYAML)
 	})
+
+	if cfg.Notifier != nil {
+		app.Get("/v1/ws", cfg.Notifier.WebSocket())
+		app.Get("/v1/events", cfg.Notifier.SSE)
+	}
 
 	v1 := app.Group("/v1")
 	v1.Post("/contexts", h.createContext)

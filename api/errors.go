@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"engram/internal/engine"
+	"engram/internal/notifier"
 	"engram/internal/wal"
 )
 
@@ -71,6 +72,14 @@ func classify(err error) (int, string, string, map[string]any) {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae.status, ae.code, ae.msg, nil
+	}
+	var ht *notifier.HistoryTruncated
+	if errors.As(err, &ht) {
+		return fiber.StatusGone, "history_truncated", err.Error(), map[string]any{"oldest_seq": ht.OldestSeq}
+	}
+	var br *notifier.BadRequest
+	if errors.As(err, &br) {
+		return fiber.StatusBadRequest, "invalid_argument", br.Msg, nil
 	}
 	var fe *fiber.Error
 	if errors.As(err, &fe) {

@@ -28,6 +28,10 @@ type config struct {
 	LogFormat       string
 	Insecure        bool
 	ShutdownTimeout time.Duration
+	RetentionAge    time.Duration
+	RetentionEvents uint64
+	MaxConnections  int
+	MaxSubs         int
 	ConfigFile      string
 }
 
@@ -46,6 +50,10 @@ var options = []option{
 	{"log-format", "ENGRAM_LOG_FORMAT", "log_format", "text", "text or json"},
 	{"insecure", "ENGRAM_INSECURE", "insecure", "false", "allow listening on a non-loopback address without auth"},
 	{"shutdown-timeout", "ENGRAM_SHUTDOWN_TIMEOUT", "shutdown_timeout", "30s", "how long in-flight requests may take to finish on SIGINT/SIGTERM"},
+	{"retention-age", "ENGRAM_RETENTION_AGE", "retention_age", "0", "drop log events older than this (e.g. 168h); state is kept; 0 keeps all"},
+	{"retention-events", "ENGRAM_RETENTION_EVENTS", "retention_events", "0", "keep at most this many of the newest log events; 0 keeps all"},
+	{"max-connections", "ENGRAM_MAX_CONNECTIONS", "max_connections", "10000", "most WebSocket and SSE connections at once"},
+	{"max-subscriptions", "ENGRAM_MAX_SUBSCRIPTIONS", "max_subscriptions", "256", "most subscriptions per WebSocket connection (topics per SSE stream)"},
 }
 
 // loadConfig merges args, the environment (getenv) and the YAML file named
@@ -145,6 +153,27 @@ func (c *config) set(name, v string) error {
 	case "insecure":
 		if c.Insecure, err = strconv.ParseBool(v); err != nil {
 			return fmt.Errorf("%q is not a boolean", v)
+		}
+	case "retention-age":
+		if c.RetentionAge, err = time.ParseDuration(v); err != nil || c.RetentionAge < 0 {
+			if v != "0" {
+				return fmt.Errorf("%q is not a duration ≥ 0 (e.g. 72h)", v)
+			}
+			c.RetentionAge, err = 0, nil
+		}
+	case "retention-events":
+		if c.RetentionEvents, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return fmt.Errorf("%q is not a count ≥ 0", v)
+		}
+	case "max-connections", "max-subscriptions":
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 1 || n > 1_000_000 {
+			return fmt.Errorf("%q is not a number between 1 and 1000000", v)
+		}
+		if name == "max-connections" {
+			c.MaxConnections = n
+		} else {
+			c.MaxSubs = n
 		}
 	case "shutdown-timeout":
 		if c.ShutdownTimeout, err = time.ParseDuration(v); err != nil || c.ShutdownTimeout <= 0 {

@@ -33,6 +33,8 @@ func run(args []string) int {
 	}
 	srv, err := server.New(server.Config{
 		Addr: cfg.Addr, DataDir: cfg.Data, Sync: cfg.Sync, MaxBody: cfg.MaxBody, Logger: log,
+		RetentionAge: cfg.RetentionAge, RetentionEvents: cfg.RetentionEvents,
+		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubs,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)

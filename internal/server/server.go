@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,6 +20,8 @@ import (
 
 	"engram/api"
 	"engram/internal/engine"
+	"engram/internal/notifier"
+	"engram/internal/router"
 	"engram/internal/storage"
 	"engram/internal/wal"
 )
@@ -40,6 +43,17 @@ type Config struct {
 	Sync string
 	// MaxBody is the largest request body in bytes. Zero means 1 MiB.
 	MaxBody int64
+	// RetentionAge drops log events older than this (state is kept). Zero
+	// keeps them.
+	RetentionAge time.Duration
+	// RetentionEvents keeps at most this many of the newest log events.
+	// Zero keeps all.
+	RetentionEvents uint64
+	// MaxConnections caps WebSocket and SSE connections. Zero means 10,000.
+	MaxConnections int
+	// MaxSubscriptions caps subscriptions per WebSocket connection and
+	// topics per SSE stream. Zero means 256.
+	MaxSubscriptions int
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -50,6 +64,8 @@ type Server struct {
 	log  *slog.Logger
 	db   *storage.DB
 	seq  *wal.Sequencer
+	rt   *router.Router
+	ntf  *notifier.Notifier
 	eng  *engine.Engine
 	app  *fiber.App
 	reg  *prometheus.Registry
@@ -82,6 +98,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: sync: %q is not always or none", cfg.Sync)
 	case cfg.MaxBody < 1 || cfg.MaxBody > 1<<30:
 		return nil, fmt.Errorf("server: max body: %d bytes is outside 1 B..1 GiB", cfg.MaxBody)
+	case cfg.RetentionAge < 0:
+		return nil, fmt.Errorf("server: retention age: %v < 0", cfg.RetentionAge)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(), serr: make(chan error, 1)}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -91,8 +109,29 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.db = db
-	s.seq, err = wal.New(db, wal.Config{NoSync: cfg.Sync == "none", Registerer: s.reg}, s.log)
+	s.rt, err = router.New(db, db.HeadSeq(), router.Config{
+		Registerer: s.reg,
+		Retention: router.Retention{
+			MaxAge: cfg.RetentionAge, MaxEvents: cfg.RetentionEvents,
+			Head: func() uint64 { return s.seq.Head() },
+		},
+	}, s.log)
 	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.seq, err = wal.New(db, wal.Config{NoSync: cfg.Sync == "none", Registerer: s.reg, Publish: s.rt.Publish}, s.log)
+	if err != nil {
+		s.rt.Close()
+		db.Close()
+		return nil, err
+	}
+	s.ntf, err = notifier.New(s.rt, notifier.Config{
+		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, Registerer: s.reg,
+	}, s.log)
+	if err != nil {
+		s.seq.Close()
+		s.rt.Close()
 		db.Close()
 		return nil, err
 	}
@@ -102,9 +141,13 @@ func New(cfg Config) (*Server, error) {
 		Ready:      s.seq.Healthy,
 		Gatherer:   s.reg,
 		Registerer: s.reg,
+		Notifier:   s.ntf,
 	}, s.log)
 	return s, nil
 }
+
+// Router is the server's router.
+func (s *Server) Router() *router.Router { return s.rt }
 
 // Engine is the server's engine (for in-process tools).
 func (s *Server) Engine() *engine.Engine { return s.eng }
@@ -149,12 +192,17 @@ func (s *Server) Done() <-chan error { return s.serr }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		var errs []error
+		// Streams first: they would hold the HTTP shutdown open.
+		s.ntf.Close()
 		if s.ln != nil {
 			if err := s.app.ShutdownWithContext(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))
 			}
 		}
 		if err := s.seq.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := s.rt.Close(); err != nil {
 			errs = append(errs, err)
 		}
 		if err := s.db.Close(); err != nil {

@@ -243,3 +243,31 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble", "fatal", true)
 	os.Exit(1)
 }
+
+// NewSnapshot returns a point-in-time view for reads that must agree with
+// each other (replay of the log while retention deletes behind it).
+func (db *DB) NewSnapshot() *pebble.Snapshot { return db.pdb.NewSnapshot() }
+
+// NewBatch starts a plain write batch, for maintenance outside the
+// sequencer (log retention) that never touches what the sequencer writes.
+func (db *DB) NewBatch() *pebble.Batch { return db.pdb.NewBatch() }
+
+// OldestSeq is the oldest seq that retention keeps (1 when it never ran).
+func (db *DB) OldestSeq() (uint64, error) {
+	v, err := db.Get(metaOldestSeq)
+	if errors.Is(err, ErrNotFound) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("storage: %q: corrupt oldest seq", db.dir)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// SetOldestSeq stages the oldest kept seq in b.
+func SetOldestSeq(b *pebble.Batch, seq uint64) error {
+	return b.Set(metaOldestSeq, binary.BigEndian.AppendUint64(nil, seq), nil)
+}

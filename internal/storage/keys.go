@@ -26,7 +26,10 @@ const (
 	nsLog byte = 0x01
 
 	// nsTopic: the per-topic index of the log. topic (string) + seq (uint64)
-	// → empty. Replay of one topic reads only its own entries.
+	// → empty. Replay of one topic reads only its own entries. Every event
+	// is indexed under its topic and under each ancestor prefix ("a/b/c" also
+	// under "a/b/*" and "a/*"), so that a prefix subscription replays from
+	// its own entries too.
 	nsTopic byte = 0x02
 
 	// nsContext: contexts. context id (string) → context JSON.
@@ -48,6 +51,8 @@ const (
 var (
 	metaLayout  = []byte{nsMeta, 'l'}
 	metaHeadSeq = []byte{nsMeta, 's'}
+	// metaOldestSeq → uint64: the oldest seq retention keeps (absent: 1).
+	metaOldestSeq = []byte{nsMeta, 'o'}
 )
 
 // ErrBadKey reports a key that does not decode in the layout.
@@ -110,6 +115,18 @@ func TopicPrefix(topic string) []byte { return AppendString([]byte{nsTopic}, top
 
 // TopicKey is the topic-index entry of seq in topic.
 func TopicKey(topic string, seq uint64) []byte { return AppendUint64(TopicPrefix(topic), seq) }
+
+// IndexTopics returns the topic-index names an event of topic is filed
+// under: topic itself, then each ancestor prefix, most specific first.
+func IndexTopics(topic string) []string {
+	out := []string{topic}
+	for i := len(topic) - 1; i > 0; i-- {
+		if topic[i] == '/' {
+			out = append(out, topic[:i+1]+"*")
+		}
+	}
+	return out
+}
 
 // ContextKey is the key of a context.
 func ContextKey(id string) []byte { return AppendString([]byte{nsContext}, id) }

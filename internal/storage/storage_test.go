@@ -159,3 +159,18 @@ func TestOpenRefusesUnstampedData(t *testing.T) {
 		t.Fatalf("unstamped store: %v, want ErrNoLayout", err)
 	}
 }
+
+func TestIndexTopics(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"locks", []string{"locks"}},
+		{"contexts/c1", []string{"contexts/c1", "contexts/*"}},
+		{"streams/s/g", []string{"streams/s/g", "streams/s/*", "streams/*"}},
+	} {
+		if got := IndexTopics(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("IndexTopics(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -111,7 +111,9 @@ func (tx *Tx) Emit(topic, typ string, data, ref []byte) uint64 {
 		rec.Inline = data
 	}
 	tx.Set(storage.LogKey(seq), storage.AppendRecord(nil, &rec))
-	tx.Set(storage.TopicKey(topic, seq), nil)
+	for _, t := range storage.IndexTopics(topic) {
+		tx.Set(storage.TopicKey(t, seq), nil)
+	}
 	tx.events = append(tx.events, Event{Seq: seq, Time: tx.now, Type: typ, Topic: topic, data: data})
 	return seq
 }

@@ -1,0 +1,229 @@
+package notifier
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"engram/internal/router"
+	"engram/internal/wal"
+)
+
+// item is one entry of a connection's outbound queue: an event for a
+// subscription, or a frame the connection itself sends (answers to the
+// client's frames).
+type item struct {
+	sub *router.Sub
+	ev  *wal.Event
+	raw []byte
+}
+
+// ctlFrame is a frame that must follow everything queued before it was
+// made: a subscription's cut-off notice. It waits outside the queue (which
+// may be full: that is why the subscription was cut), keyed by the number of
+// items queued when it was made.
+type ctlFrame struct {
+	after uint64
+	sub   *router.Sub
+	raw   []byte
+	last  bool // the connection ends after this frame (SSE)
+}
+
+// conn is one client connection (WebSocket or SSE): a bounded outbound
+// queue drained by one writer goroutine. It is the router's Sink for the
+// connection's subscriptions.
+type conn struct {
+	n         *Notifier
+	transport string
+	queue     chan item
+
+	qmu      sync.Mutex // serializes enqueueing with the count of queued items
+	enqueued uint64
+	ctl      []ctlFrame
+	ctlc     chan struct{} // a ctl frame was added
+	space    chan struct{} // the writer took an item
+
+	closed    chan struct{}
+	closeOnce sync.Once
+	onClose   func()            // unblocks the transport's reader
+	cutSub    func(*router.Sub) // the transport's bookkeeping when a subscription is cut
+	ctlFrame  func(s *router.Sub, reason error, last uint64) ctlFrame
+}
+
+func newConn(n *Notifier, transport string) *conn {
+	return &conn{
+		n:         n,
+		transport: transport,
+		queue:     make(chan item, n.cfg.QueueSize),
+		ctlc:      make(chan struct{}, 1),
+		space:     make(chan struct{}, 1),
+		closed:    make(chan struct{}),
+	}
+}
+
+func (c *conn) close() {
+	c.closeOnce.Do(func() {
+		close(c.closed)
+		if c.onClose != nil {
+			c.onClose()
+		}
+	})
+}
+
+// tryEnqueue queues it without waiting.
+func (c *conn) tryEnqueue(it item) bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	select {
+	case c.queue <- it:
+		c.enqueued++
+		return true
+	default:
+		return false
+	}
+}
+
+// enqueue queues it, waiting for room until ctx ends or the connection
+// closes.
+func (c *conn) enqueue(ctx context.Context, it item) error {
+	for {
+		if c.tryEnqueue(it) {
+			return nil
+		}
+		select {
+		case <-c.space:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.closed:
+			return errConnClosed
+		case <-time.After(50 * time.Millisecond):
+			// A missed wake-up (another producer took the signal) costs
+			// at most this.
+		}
+	}
+}
+
+// TrySend implements router.Sink.
+func (c *conn) TrySend(s *router.Sub, ev *wal.Event) bool {
+	select {
+	case <-c.closed:
+		return true // going away: the reader unsubscribes everything
+	default:
+	}
+	return c.tryEnqueue(item{sub: s, ev: ev})
+}
+
+// SendWait implements router.Sink.
+func (c *conn) SendWait(ctx context.Context, s *router.Sub, ev *wal.Event) error {
+	return c.enqueue(ctx, item{sub: s, ev: ev})
+}
+
+// Cut implements router.Sink: the notice goes out after everything already
+// queued for the subscription.
+func (c *conn) Cut(s *router.Sub, reason error, last uint64) {
+	if c.cutSub != nil {
+		c.cutSub(s)
+	}
+	f := c.ctlFrame(s, reason, last)
+	if reason == router.ErrLagged {
+		c.n.m.lagged.WithLabelValues(c.transport).Inc()
+	}
+	c.qmu.Lock()
+	f.after = c.enqueued
+	c.ctl = append(c.ctl, f)
+	c.qmu.Unlock()
+	select {
+	case c.ctlc <- struct{}{}:
+	default:
+	}
+}
+
+// readyCtl returns the ctl frames whose turn has come after dequeued items.
+func (c *conn) readyCtl(dequeued uint64) []ctlFrame {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	i := 0
+	for i < len(c.ctl) && c.ctl[i].after <= dequeued {
+		i++
+	}
+	if i == 0 {
+		return nil
+	}
+	out := c.ctl[:i:i]
+	c.ctl = c.ctl[i:]
+	return out
+}
+
+// frameWriter is what the writer loop needs from a transport.
+type frameWriter interface {
+	writeEvent(s *router.Sub, ev *wal.Event) error
+	writeRaw(b []byte) error
+	ping() error
+	flush() error
+}
+
+// writeLoop drains the queue into w until the connection closes or a write
+// fails. It flushes when the queue runs dry, so bursts share syscalls.
+func (c *conn) writeLoop(w frameWriter, pingEvery time.Duration) error {
+	ticker := time.NewTicker(pingEvery)
+	defer ticker.Stop()
+	var dequeued uint64
+	pending := false // written but not flushed
+	for {
+		var it item
+		got := false
+		select {
+		case it = <-c.queue:
+			got = true
+		default:
+			if pending {
+				if err := w.flush(); err != nil {
+					return err
+				}
+				pending = false
+			}
+			select {
+			case it = <-c.queue:
+				got = true
+			case <-c.ctlc:
+			case <-ticker.C:
+				if err := w.ping(); err != nil {
+					return err
+				}
+				if err := w.flush(); err != nil {
+					return err
+				}
+			case <-c.closed:
+				return nil
+			}
+		}
+		if got {
+			dequeued++
+			select {
+			case c.space <- struct{}{}:
+			default:
+			}
+			var err error
+			if it.ev != nil {
+				err = w.writeEvent(it.sub, it.ev)
+				c.n.m.delivered.WithLabelValues(c.transport).Inc()
+				c.n.m.latency.WithLabelValues(c.transport).Observe(time.Since(it.ev.Time).Seconds())
+			} else {
+				err = w.writeRaw(it.raw)
+			}
+			if err != nil {
+				return err
+			}
+			pending = true
+		}
+		for _, f := range c.readyCtl(dequeued) {
+			if err := w.writeRaw(f.raw); err != nil {
+				return err
+			}
+			pending = true
+			if f.last {
+				return w.flush()
+			}
+		}
+	}
+}
