@@ -14,7 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-		"time"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 

@@ -13,9 +13,9 @@ import (
 // A Tx is one command's view of the store while it runs on the writer. Its
 // writes are staged and reach the batch only if the command succeeds.
 type Tx struct {
-	batch  *pebble.Batch
-	now    time.Time
-	first  uint64 // seq of this command's first event
+	batch *pebble.Batch
+	now   time.Time
+	first uint64 // seq of this command's first event
 	// staged indexes ops by key for Get. It is built only when the command
 	// reads after it has written (most commands read first, then write), and
 	// then kept up to date.
