@@ -236,7 +236,9 @@ func TestOverlappingTopicsDeliverOnce(t *testing.T) {
 func TestLaggedLive(t *testing.T) {
 	g := newRig(t, Config{})
 	s := newSink(3) // never drained
-	subscribe(t, g, s, nil, "contexts/c1")
+	sub, _ := subscribe(t, g, s, nil, "contexts/c1")
+	// Until it is live, events wait in the held-back buffer instead.
+	checkFor(t, 2*time.Second, sub.isLive)
 	var seqs []uint64
 	for range 5 {
 		seqs = append(seqs, g.emit(t, "contexts/c1"))

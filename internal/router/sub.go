@@ -100,6 +100,13 @@ func (s *Sub) lastSeq() uint64 {
 	return s.last
 }
 
+// isLive reports whether s has switched to live delivery.
+func (s *Sub) isLive() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.buffering
+}
+
 // end marks s done; false if it already was.
 func (s *Sub) end() bool {
 	s.mu.Lock()
