@@ -121,15 +121,19 @@ func decode(c *fiber.Ctx, v any) error {
 	return nil
 }
 
-// queryInt reads an integer query parameter; absent is 0.
-func queryInt(c *fiber.Ctx, name string) (int, error) {
-	s := c.Query(name)
+// queryLimit reads the limit parameter: absent is 0 (the default); present
+// it must be 1..MaxListLimit.
+func queryLimit(c *fiber.Ctx) (int, error) {
+	s := c.Query("limit")
 	if s == "" {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil {
-		return 0, badRequest("%s: %q is not an integer", name, truncate(s))
+		return 0, badRequest("limit: %q is not an integer", truncate(s))
+	}
+	if n < 1 || n > engine.MaxListLimit {
+		return 0, badRequest("limit: %d out of range 1..%d", n, engine.MaxListLimit)
 	}
 	return n, nil
 }

@@ -24,7 +24,7 @@ func (h *handlers) createContext(c *fiber.Ctx) error {
 }
 
 func (h *handlers) listContexts(c *fiber.Ctx) error {
-	limit, err := queryInt(c, "limit")
+	limit, err := queryLimit(c)
 	if err != nil {
 		return err
 	}

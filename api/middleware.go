@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -48,7 +49,9 @@ func httpMetrics(reg prometheus.Registerer) fiber.Handler {
 		if route == "/" && c.Path() != "/" {
 			route = "unmatched"
 		}
-		hist.WithLabelValues(route, c.Method(), strconv.Itoa(status)).Observe(time.Since(start).Seconds())
+		// c.Method() aliases fasthttp's request buffer, which the next
+		// request reuses: the label must own its bytes.
+		hist.WithLabelValues(route, strings.Clone(c.Method()), strconv.Itoa(status)).Observe(time.Since(start).Seconds())
 		return err
 	}
 }

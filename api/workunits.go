@@ -59,7 +59,7 @@ func (h *handlers) getUnit(c *fiber.Ctx) error {
 }
 
 func (h *handlers) listUnits(c *fiber.Ctx) error {
-	limit, err := queryInt(c, "limit")
+	limit, err := queryLimit(c)
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func (h *handlers) listUnits(c *fiber.Ctx) error {
 }
 
 func (h *handlers) related(c *fiber.Ctx) error {
-	limit, err := queryInt(c, "limit")
+	limit, err := queryLimit(c)
 	if err != nil {
 		return err
 	}

@@ -71,8 +71,7 @@ func checkCreated(t *testing.T, v *env, data []byte, res engine.CreateResult, ha
 			t.Fatalf("units[%d]: invalid JSON %q", i, raw)
 		}
 		if !utf8.Valid(raw) {
-			// Known: TestInvalidUTF8Payload.
-			t.Skip("BUG: invalid UTF-8 in a payload is stored verbatim")
+			t.Fatalf("units[%d]: stored JSON is not UTF-8: %q", i, raw)
 		}
 		var back engine.UnitInput
 		if err := jsonx.Decode(raw, &back); err != nil {

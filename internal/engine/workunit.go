@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/oklog/ulid/v2"
 
@@ -97,6 +98,9 @@ func prepare(prefix string, in *UnitInput) (*preparedUnit, error) {
 	}
 	if bytes.Equal(in.Payload, []byte("null")) {
 		in.Payload = nil
+	}
+	if in.Payload != nil && !utf8.Valid(in.Payload) {
+		return nil, invalidf("%spayload: not valid UTF-8", prefix)
 	}
 	if in.Payload != nil && in.PayloadBase64 != nil {
 		return nil, invalidf("%spayload_base64: send either payload or payload_base64, not both", prefix)

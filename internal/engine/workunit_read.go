@@ -233,7 +233,13 @@ func (e *Engine) Related(q RelatedQuery) (ListPage, error) {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return ListPage{}, fmt.Errorf("engine: decode unit %s: %w", id, err)
 		}
+		// A target already listed on an earlier page counts as seen.
 		seen := map[string]bool{}
+		for j := 0; j < outFrom && j < len(s.Relationships); j++ {
+			if r := s.Relationships[j]; typ == 0 || relTypes.name(typ) == r.Type {
+				seen[r.TargetID] = true
+			}
+		}
 		for j := outFrom; j < len(s.Relationships); j++ {
 			r := s.Relationships[j]
 			if (typ != 0 && relTypes.name(typ) != r.Type) || seen[r.TargetID] {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 )
@@ -21,9 +22,19 @@ const MaxDepth = 64
 // Decode decodes one JSON document from data into v. Unknown fields are
 // errors, and so is anything after the document. The error text names the
 // field and is meant for clients.
+//
+// The document must be UTF-8 (API.md: bodies are UTF-8), and when v points
+// to a struct, a JSON object.
 func Decode(data []byte, v any) error {
-	if len(bytes.TrimSpace(data)) == 0 {
+	trimmed := bytes.TrimSpace(data)
+	if len(trimmed) == 0 {
 		return errors.New("body: empty, expected a JSON document")
+	}
+	if !utf8.Valid(data) {
+		return errors.New("body: not valid UTF-8")
+	}
+	if t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Struct && trimmed[0] != '{' {
+		return fmt.Errorf("body: expected a JSON object, got %s", kindOf(trimmed[0]))
 	}
 	if err := CheckDepth(data, MaxDepth); err != nil {
 		return err
@@ -31,6 +42,12 @@ func Decode(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var typ *json.UnmarshalTypeError
+		if errors.As(err, &typ) {
+			if p := pathAt(data, typ.Offset); p != "" {
+				typ.Field = p
+			}
+		}
 		return Explain(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -76,6 +93,89 @@ func jsonKind(goKind string) string {
 		return "a number"
 	}
 	return goKind
+}
+
+func kindOf(c byte) string {
+	switch {
+	case c == '[':
+		return "an array"
+	case c == '"':
+		return "a string"
+	case c == 't' || c == 'f':
+		return "a boolean"
+	case c == 'n':
+		return "null"
+	case c == '-' || (c >= '0' && c <= '9'):
+		return "a number"
+	}
+	return "something else"
+}
+
+// pathAt returns the path (units[1].type) of the value that ends at offset
+// in data, by walking its tokens. It runs only on the error path, to name
+// the array element encoding/json's errors leave out.
+func pathAt(data []byte, offset int64) string {
+	type frame struct {
+		array bool
+		index int
+		key   string
+	}
+	var stack []frame
+	wantKey := false // in an object, the next string is a key
+	path := func() string {
+		var b strings.Builder
+		for i, f := range stack {
+			switch {
+			case f.array:
+				fmt.Fprintf(&b, "[%d]", f.index)
+			case i > 0:
+				b.WriteString("." + f.key)
+			default:
+				b.WriteString(f.key)
+			}
+		}
+		return b.String()
+	}
+	// after a value ends: step to the next array element or object key.
+	next := func() {
+		if n := len(stack); n > 0 {
+			if stack[n-1].array {
+				stack[n-1].index++
+			} else {
+				wantKey = true
+			}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		if s, ok := tok.(string); ok && wantKey {
+			stack[len(stack)-1].key = s
+			wantKey = false
+			continue
+		}
+		here := path()
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{})
+			wantKey = true
+		case json.Delim('['):
+			stack = append(stack, frame{array: true})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			here = path()
+			next()
+		default:
+			next()
+		}
+		if dec.InputOffset() >= offset {
+			return here
+		}
+	}
 }
 
 // CheckDepth rejects documents nested deeper than max, before a decoder
