@@ -65,10 +65,6 @@ func TestListenAddress(t *testing.T) {
 		}
 	})
 	t.Run("non-loopback with --insecure starts", func(t *testing.T) {
-		t.Skip("BUG: --insecure is a string flag (cmd/server/config.go declares every option with fs.String), " +
-			"so the bare --insecure that the refusal message itself recommends fails with " +
-			"\"flag needs an argument: -insecure\" (exit 2), and \"--insecure --addr 0.0.0.0:0\" takes \"--addr\" as its value; " +
-			"only --insecure=true works")
 		p := startServer(t, t.TempDir(), "--addr", "0.0.0.0:0", "--insecure")
 		p.Stop()
 	})

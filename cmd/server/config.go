@@ -64,7 +64,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.SetOutput(stderr)
 	vals := make(map[string]*string, len(options))
 	for _, o := range options {
-		vals[o.flag] = fs.String(o.flag, o.def, fmt.Sprintf("%s (env %s)", o.usage, o.env))
+		v := &flagValue{s: o.def, isBool: o.def == "false" || o.def == "true"}
+		fs.Var(v, o.flag, fmt.Sprintf("%s (env %s)", o.usage, o.env))
+		vals[o.flag] = &v.s
 	}
 	cfgPath := fs.String("config", "", "YAML config file (env ENGRAM_CONFIG); flags and environment override it")
 	fs.Usage = func() {
@@ -182,6 +184,17 @@ func (c *config) set(name, v string) error {
 	}
 	return nil
 }
+
+// flagValue holds a flag's text until the sources are merged. A boolean
+// option's flag may stand alone (--insecure means --insecure=true).
+type flagValue struct {
+	s      string
+	isBool bool
+}
+
+func (f *flagValue) String() string     { return f.s }
+func (f *flagValue) Set(v string) error { f.s = v; return nil }
+func (f *flagValue) IsBoolFlag() bool   { return f.isBool }
 
 // readConfigFile reads the YAML file as flat settings. Unknown keys are
 // errors, so a typo is not silently ignored.

@@ -37,6 +37,9 @@ func TestConfigPrecedence(t *testing.T) {
 			func(c *config) bool { return c.Data == "/from-flag" }},
 		{"insecure allows any addr", []string{"--addr", "0.0.0.0:8080"}, map[string]string{"ENGRAM_INSECURE": "1"},
 			func(c *config) bool { return c.Insecure && c.Addr == "0.0.0.0:8080" }},
+		{"bare --insecure", []string{"--insecure", "--addr", "0.0.0.0:8080"}, nil,
+			func(c *config) bool { return c.Insecure && c.Addr == "0.0.0.0:8080" }},
+		{"--insecure=false", []string{"--insecure=false"}, nil, func(c *config) bool { return !c.Insecure }},
 		{"localhost is loopback", []string{"--addr", "localhost:1"}, nil, func(c *config) bool { return c.Addr == "localhost:1" }},
 		{"ipv6 loopback", []string{"--addr", "[::1]:1"}, nil, func(c *config) bool { return c.Addr == "[::1]:1" }},
 	}

@@ -167,8 +167,8 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = ln
-	go func() { s.serr <- s.app.Listener(ln) }()
+	s.ln = lingerListener{ln}
+	go func() { s.serr <- s.app.Listener(s.ln) }()
 	s.log.Info("engram listening",
 		"version", Version, "addr", ln.Addr().String(), "data", s.db.Dir(),
 		"layout", storage.LayoutVersion, "new_store", s.db.Created(),
