@@ -32,16 +32,22 @@ type ctlFrame struct {
 // conn is one client connection (WebSocket or SSE): a bounded outbound
 // queue drained by one writer goroutine. It is the router's Sink for the
 // connection's subscriptions.
+//
+// The queue is a slice that grows on demand up to QueueSize and is dropped
+// when it drains, so an idle connection holds no queue memory (10,000 idle
+// subscribers must fit in a few hundred MB).
 type conn struct {
 	n         *Notifier
 	transport string
-	queue     chan item
 
-	qmu      sync.Mutex // serializes enqueueing with the count of queued items
-	enqueued uint64
+	qmu      sync.Mutex // guards items, head, enqueued, ctl; a leaf lock
+	items    []item
+	head     int    // items[head:] are queued
+	enqueued uint64 // items ever queued: orders ctl frames after them
 	ctl      []ctlFrame
-	ctlc     chan struct{} // a ctl frame was added
-	space    chan struct{} // the writer took an item
+
+	ready chan struct{} // the writer has something to do (cap 1)
+	space chan struct{} // the writer took an item (cap 1)
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -54,8 +60,7 @@ func newConn(n *Notifier, transport string) *conn {
 	return &conn{
 		n:         n,
 		transport: transport,
-		queue:     make(chan item, n.cfg.QueueSize),
-		ctlc:      make(chan struct{}, 1),
+		ready:     make(chan struct{}, 1),
 		space:     make(chan struct{}, 1),
 		closed:    make(chan struct{}),
 	}
@@ -70,17 +75,50 @@ func (c *conn) close() {
 	})
 }
 
-// tryEnqueue queues it without waiting.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// tryEnqueue queues it without waiting; false when the queue is full.
 func (c *conn) tryEnqueue(it item) bool {
 	c.qmu.Lock()
-	defer c.qmu.Unlock()
-	select {
-	case c.queue <- it:
-		c.enqueued++
-		return true
-	default:
+	if len(c.items)-c.head >= c.n.cfg.QueueSize {
+		c.qmu.Unlock()
 		return false
 	}
+	c.items = append(c.items, it)
+	c.enqueued++
+	c.qmu.Unlock()
+	signal(c.ready)
+	return true
+}
+
+// dequeue takes the oldest queued item.
+func (c *conn) dequeue() (item, bool) {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.head == len(c.items) {
+		if cap(c.items) > 64 {
+			c.items = nil // drained: give the memory back
+		} else {
+			c.items = c.items[:0]
+		}
+		c.head = 0
+		return item{}, false
+	}
+	it := c.items[c.head]
+	c.items[c.head] = item{}
+	c.head++
+	if c.head >= 1024 && c.head*2 >= len(c.items) {
+		n := copy(c.items, c.items[c.head:])
+		clear(c.items[n:])
+		c.items, c.head = c.items[:n], 0
+	}
+	signal(c.space)
+	return it, true
 }
 
 // enqueue queues it, waiting for room until ctx ends or the connection
@@ -132,10 +170,7 @@ func (c *conn) Cut(s *router.Sub, reason error, last uint64) {
 	f.after = c.enqueued
 	c.ctl = append(c.ctl, f)
 	c.qmu.Unlock()
-	select {
-	case c.ctlc <- struct{}{}:
-	default:
-	}
+	signal(c.ready)
 }
 
 // readyCtl returns the ctl frames whose turn has come after dequeued items.
@@ -170,22 +205,24 @@ func (c *conn) writeLoop(w frameWriter, pingEvery time.Duration) error {
 	var dequeued uint64
 	pending := false // written but not flushed
 	for {
-		var it item
-		got := false
-		select {
-		case it = <-c.queue:
-			got = true
-		default:
+		it, got := c.dequeue()
+		if !got {
 			if pending {
 				if err := w.flush(); err != nil {
 					return err
 				}
 				pending = false
 			}
+			// Ctl frames whose turn came while the queue drained.
+			if f := c.readyCtl(dequeued); len(f) > 0 {
+				if done, err := c.writeCtl(w, f); done || err != nil {
+					return err
+				}
+				pending = true
+				continue
+			}
 			select {
-			case it = <-c.queue:
-				got = true
-			case <-c.ctlc:
+			case <-c.ready:
 			case <-ticker.C:
 				if err := w.ping(); err != nil {
 					return err
@@ -196,34 +233,39 @@ func (c *conn) writeLoop(w frameWriter, pingEvery time.Duration) error {
 			case <-c.closed:
 				return nil
 			}
+			continue
 		}
-		if got {
-			dequeued++
-			select {
-			case c.space <- struct{}{}:
-			default:
-			}
-			var err error
-			if it.ev != nil {
-				err = w.writeEvent(it.sub, it.ev)
-				c.n.m.delivered.WithLabelValues(c.transport).Inc()
-				c.n.m.latency.WithLabelValues(c.transport).Observe(time.Since(it.ev.Time).Seconds())
-			} else {
-				err = w.writeRaw(it.raw)
-			}
-			if err != nil {
-				return err
-			}
-			pending = true
+		dequeued++
+		var err error
+		if it.ev != nil {
+			err = w.writeEvent(it.sub, it.ev)
+			c.n.m.delivered.WithLabelValues(c.transport).Inc()
+			c.n.m.latency.WithLabelValues(c.transport).Observe(time.Since(it.ev.Time).Seconds())
+		} else {
+			err = w.writeRaw(it.raw)
 		}
-		for _, f := range c.readyCtl(dequeued) {
-			if err := w.writeRaw(f.raw); err != nil {
+		if err != nil {
+			return err
+		}
+		pending = true
+		if f := c.readyCtl(dequeued); len(f) > 0 {
+			if done, err := c.writeCtl(w, f); done || err != nil {
 				return err
-			}
-			pending = true
-			if f.last {
-				return w.flush()
 			}
 		}
 	}
+}
+
+// writeCtl writes ctl frames; done reports that the connection ends after
+// them (SSE cut-off), flushed.
+func (c *conn) writeCtl(w frameWriter, frames []ctlFrame) (bool, error) {
+	for _, f := range frames {
+		if err := w.writeRaw(f.raw); err != nil {
+			return true, err
+		}
+		if f.last {
+			return true, w.flush()
+		}
+	}
+	return false, nil
 }

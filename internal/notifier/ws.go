@@ -31,7 +31,11 @@ type clientFrame struct {
 
 // WebSocket is the handler of GET /v1/ws.
 func (n *Notifier) WebSocket() fiber.Handler {
-	upgrade := websocket.New(n.serveWS, websocket.Config{ReadBufferSize: 4096, WriteBufferSize: 4096})
+	// Small read buffers (client frames are small) and pooled write buffers:
+	// an idle connection holds neither.
+	upgrade := websocket.New(n.serveWS, websocket.Config{
+		ReadBufferSize: 1024, WriteBufferSize: 4096, WriteBufferPool: &sync.Pool{},
+	})
 	return func(c *fiber.Ctx) error {
 		if !websocket.IsWebSocketUpgrade(c) {
 			return fiber.NewError(fiber.StatusBadRequest, "/v1/ws: expected a WebSocket upgrade request")
