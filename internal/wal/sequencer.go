@@ -45,6 +45,11 @@ type Config struct {
 	// QueueSize bounds the commands waiting for the writer; Submit blocks
 	// (or gives up with its context) when it is full. Zero means 4096.
 	QueueSize int
+	// MaxInflight caps the committed batches waiting for their fsync. While
+	// that many are syncing, the writer keeps applying new commands into the
+	// next batch and commits it when a sync completes (or it is full): so a
+	// batch holds every command that arrived during one fsync. Zero means 1.
+	MaxInflight int
 	// Publish receives each committed batch's events in seq order, on the
 	// writer goroutine, after the fsync. It must not block. Nil: events are
 	// not handed on.
@@ -72,6 +77,8 @@ type Sequencer struct {
 	// syncq carries committed-but-not-yet-synced batches from the writer
 	// to the syncer, in commit order.
 	syncq chan *pending
+	// synced tells the writer that the syncer finished a batch.
+	synced chan struct{}
 
 	mu     sync.RWMutex // guards closed against sends on reqs
 	closed bool
@@ -107,6 +114,9 @@ func New(db *storage.DB, cfg Config, log *slog.Logger) (*Sequencer, error) {
 	if cfg.QueueSize == 0 {
 		cfg.QueueSize = 4096
 	}
+	if cfg.MaxInflight == 0 {
+		cfg.MaxInflight = 1
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -117,15 +127,18 @@ func New(db *storage.DB, cfg Config, log *slog.Logger) (*Sequencer, error) {
 		return nil, fmt.Errorf("wal: Config.MaxBatchBytes %d < 0", cfg.MaxBatchBytes)
 	case cfg.QueueSize < 0:
 		return nil, fmt.Errorf("wal: Config.QueueSize %d < 0", cfg.QueueSize)
+	case cfg.MaxInflight < 0:
+		return nil, fmt.Errorf("wal: Config.MaxInflight %d < 0", cfg.MaxInflight)
 	}
 	s := &Sequencer{
-		db:    db,
-		cfg:   cfg,
-		log:   log,
-		reqs:  make(chan *request, cfg.QueueSize),
-		syncq: make(chan *pending, 64),
-		donec: make(chan struct{}),
-		next:  db.HeadSeq() + 1,
+		db:     db,
+		cfg:    cfg,
+		log:    log,
+		reqs:   make(chan *request, cfg.QueueSize),
+		syncq:  make(chan *pending, cfg.MaxInflight+1),
+		synced: make(chan struct{}, cfg.MaxInflight+1),
+		donec:  make(chan struct{}),
+		next:   db.HeadSeq() + 1,
 	}
 	s.head.Store(db.HeadSeq())
 	s.initMetrics()
@@ -226,36 +239,69 @@ type pending struct {
 	err    error // the commit failed: answer every command with it
 }
 
-// run is the writer: it applies queued commands into a batch, commits the
-// batch without waiting for its fsync, and hands it to the syncer; then it
-// goes on with the next batch, whose commands already read this one's writes
-// (a committed batch is visible before its fsync). Nothing is answered here.
+// run is the writer. It applies queued commands into the open batch and
+// commits that batch (without waiting for its fsync) as soon as fewer than
+// MaxInflight batches are syncing, or when it is full; then the syncer waits
+// for the fsync, publishes and answers. While a batch syncs, the next one
+// fills and is applied, and its commands read the syncing batch's writes (a
+// committed batch is visible before its fsync). Nothing is answered here.
 func (s *Sequencer) run() {
 	defer close(s.syncq)
+	var open *pending
+	inflight := 0
+	reqs := s.reqs
 	for {
-		first, ok := <-s.reqs
-		if !ok {
-			return
+		if open != nil && (inflight < s.cfg.MaxInflight || s.full(open) || reqs == nil) {
+			for inflight >= s.cfg.MaxInflight {
+				<-s.synced
+				inflight--
+			}
+			s.commit(open)
+			s.syncq <- open
+			open = nil
+			inflight++
+			continue
 		}
-		p := &pending{b: s.db.NewIndexedBatch(), reqs: make([]*request, 0, 16)}
-		p.reqs = append(p.reqs, first)
-		p.events = s.apply(p.b, first, p.events)
-	fill:
-		for len(p.reqs) < s.cfg.MaxBatch && p.b.Len() < s.cfg.MaxBatchBytes {
-			select {
-			case r, ok := <-s.reqs:
-				if !ok {
+		if reqs == nil {
+			return // closed, and the last batch is handed to the syncer
+		}
+		select {
+		case r, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			if open == nil {
+				open = &pending{b: s.db.NewIndexedBatch(), reqs: make([]*request, 0, 16)}
+			}
+			s.add(open, r)
+			// Take whatever else is queued already.
+		fill:
+			for !s.full(open) {
+				select {
+				case r, ok := <-reqs:
+					if !ok {
+						reqs = nil
+						break fill
+					}
+					s.add(open, r)
+				default:
 					break fill
 				}
-				p.reqs = append(p.reqs, r)
-				p.events = s.apply(p.b, r, p.events)
-			default:
-				break fill
 			}
+		case <-s.synced:
+			inflight--
 		}
-		s.commit(p)
-		s.syncq <- p
 	}
+}
+
+func (s *Sequencer) add(p *pending, r *request) {
+	p.reqs = append(p.reqs, r)
+	p.events = s.apply(p.b, r, p.events)
+}
+
+func (s *Sequencer) full(p *pending) bool {
+	return len(p.reqs) >= s.cfg.MaxBatch || p.b.Len() >= s.cfg.MaxBatchBytes
 }
 
 // apply runs one command and moves its staged writes into b when it
@@ -338,6 +384,7 @@ func (s *Sequencer) syncLoop() {
 	defer close(s.donec)
 	for p := range s.syncq {
 		s.finish(p)
+		s.synced <- struct{}{} // never blocks: at most MaxInflight+1 are out
 	}
 }
 
