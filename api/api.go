@@ -147,6 +147,11 @@ func truncate(s string) string {
 
 // appendList appends {"<name>":[items...],"next_cursor":..} to dst.
 func appendList(dst []byte, name string, items [][]byte, next string) []byte {
+	size := len(name) + len(next) + 32
+	for _, it := range items {
+		size += len(it) + 1
+	}
+	dst = append(dst[:len(dst):len(dst)], make([]byte, 0, size)...)[:len(dst)]
 	dst = append(dst, `{"`...)
 	dst = append(dst, name...)
 	dst = append(dst, `":[`...)

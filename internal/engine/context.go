@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -126,7 +127,11 @@ func (e *Engine) CreateContext(ctx context.Context, in ContextInput) (json.RawMe
 		if in.Metadata != nil {
 			c.Metadata = in.Metadata
 		}
-		return putContext(tx, c, "context.created")
+		data, err := putContext(tx, c, "context.created")
+		if err == nil {
+			e.known.add(c.ID)
+		}
+		return data, err
 	})
 	if err != nil {
 		return nil, err
@@ -291,12 +296,12 @@ func (e *Engine) checkPins(contextID string, ids []string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		raw, ok, err := e.get(storage.UnitKey(u))
+		raw, err := e.unit(u)
+		if errors.Is(err, ErrNotFound) {
+			return nil, invalidf("%s: work unit %s not found", field, u)
+		}
 		if err != nil {
 			return nil, err
-		}
-		if !ok {
-			return nil, invalidf("%s: work unit %s not found", field, u)
 		}
 		var head unitHead
 		if err := json.Unmarshal(raw, &head); err != nil {

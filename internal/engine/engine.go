@@ -34,6 +34,7 @@ type Engine struct {
 	store Store
 	seq   Sequencer
 	log   *slog.Logger
+	known knownSet // owned by the writer: touched only inside commands
 }
 
 // New returns an engine reading from store and writing through seq.
@@ -41,7 +42,24 @@ func New(store Store, seq Sequencer, log *slog.Logger) *Engine {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{store: store, seq: seq, log: log}
+	return &Engine{store: store, seq: seq, log: log, known: knownSet{}}
+}
+
+// knownSet remembers context ids known to exist, so that a write to an
+// existing context needs no lookup. Contexts are never deleted, so an entry
+// never goes stale; it is derived state (rebuilt by lookups after a
+// restart), and bounded: past maxKnown it starts over.
+type knownSet map[string]struct{}
+
+const maxKnown = 1 << 20
+
+func (k knownSet) has(id string) bool { _, ok := k[id]; return ok }
+
+func (k knownSet) add(id string) {
+	if len(k) >= maxKnown {
+		clear(k)
+	}
+	k[id] = struct{}{}
 }
 
 // get reads key from the committed store, mapping absence to ok=false.

@@ -185,9 +185,16 @@ func (p *preparedUnit) encode() {
 	p.tail = append(t, "]}"...)
 }
 
-// record is the stored (and public) JSON of the unit.
+// size is about the length of the unit's JSON.
+func (p *preparedUnit) size() int { return len(p.head) + len(p.mid) + len(p.tail) + 64 }
+
+// record is the public JSON of the unit.
 func (p *preparedUnit) record(seq uint64, timestamp string) []byte {
-	b := make([]byte, 0, len(p.head)+len(p.mid)+len(p.tail)+len(timestamp)+20)
+	return p.appendRecord(make([]byte, 0, p.size()), seq, timestamp)
+}
+
+// appendRecord appends the public JSON of the unit to b.
+func (p *preparedUnit) appendRecord(b []byte, seq uint64, timestamp string) []byte {
 	b = append(b, p.head...)
 	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, p.mid...)

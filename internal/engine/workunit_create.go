@@ -77,7 +77,7 @@ func (e *Engine) createUnits(ctx context.Context, ins []*UnitInput, batch bool) 
 		}
 	}
 	res, err := e.seq.Submit(ctx, func(tx *wal.Tx) (any, error) {
-		return applyCreate(tx, units, prefix)
+		return e.applyCreate(tx, units, prefix)
 	})
 	if err != nil {
 		return CreateResult{}, err
@@ -86,7 +86,7 @@ func (e *Engine) createUnits(ctx context.Context, ins []*UnitInput, batch bool) 
 }
 
 // applyCreate is the command: it runs on the writer.
-func applyCreate(tx *wal.Tx, units []*preparedUnit, prefix func(int) string) (CreateResult, error) {
+func (e *Engine) applyCreate(tx *wal.Tx, units []*preparedUnit, prefix func(int) string) (CreateResult, error) {
 	out := CreateResult{Units: make([]json.RawMessage, len(units))}
 	fresh := make([]bool, len(units))
 	for i, p := range units {
@@ -94,13 +94,13 @@ func applyCreate(tx *wal.Tx, units []*preparedUnit, prefix func(int) string) (Cr
 			fresh[i] = true // server-made ULIDs do not collide
 			continue
 		}
-		stored, err := tx.Get(storage.UnitKey(p.id))
-		if isNotFound(err) {
-			fresh[i] = true
-			continue
-		}
+		stored, found, err := txUnit(tx, p.id)
 		if err != nil {
 			return out, err
+		}
+		if !found {
+			fresh[i] = true
+			continue
 		}
 		same, err := p.sameContent(stored)
 		if err != nil {
@@ -141,7 +141,7 @@ func applyCreate(tx *wal.Tx, units []*preparedUnit, prefix func(int) string) (Cr
 		}
 		c, done := seen[p.contextID]
 		if !done {
-			ok, err := tx.Has(storage.ContextKey(p.contextID))
+			ok, err := e.contextExists(tx, p.contextID)
 			if err != nil {
 				return out, err
 			}
@@ -170,21 +170,54 @@ func applyCreate(tx *wal.Tx, units []*preparedUnit, prefix func(int) string) (Cr
 		}
 		out.Created = true
 		seq := tx.NextSeq()
-		rec := p.record(seq, ts)
-		key := storage.UnitKey(p.id)
-		tx.Set(key, rec)
-		if got := tx.Emit(ContextTopic(p.contextID), "workunit.created", rec, key); got != seq {
+		// The stored value is a short header, then the unit's JSON: rec is
+		// that JSON, a view of the same bytes.
+		val := storage.AppendUnitValue(make([]byte, 0, p.size()+len(p.agentID)+48), p.typ, p.agentID, nil)
+		hdr := len(val)
+		val = p.appendRecord(val, seq, ts)
+		rec := val[hdr:]
+		loc := storage.ContextUnitKey(p.contextID, seq)
+		tx.Set(loc, val)
+		tx.Set(storage.UnitKey(p.id), loc)
+		if got := tx.EmitUnit(ContextTopic(p.contextID), "workunit.created", rec, loc); got != seq {
 			return out, fmt.Errorf("engine: seq %d emitted as %d", seq, got)
 		}
-		idx := make([]byte, 0, 17+len(p.agentID))
-		idx = append(idx, p.id[:]...)
-		idx = append(idx, p.typ)
-		idx = append(idx, p.agentID...)
-		tx.Set(storage.ContextUnitKey(p.contextID, seq), idx)
 		for _, r := range p.rels {
 			tx.Set(storage.UnitInKey(r.target, p.id, r.typ), nil)
 		}
 		out.Units[i] = rec
 	}
+	for _, c := range newContexts {
+		e.known.add(c.ID)
+	}
 	return out, nil
+}
+
+// txUnit reads a unit's JSON as a command sees it.
+func txUnit(tx *wal.Tx, id ulid.ULID) ([]byte, bool, error) {
+	loc, err := tx.Get(storage.UnitKey(id))
+	if isNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	v, err := tx.Get(loc)
+	if err != nil {
+		return nil, false, fmt.Errorf("engine: unit %s: %w", id, err)
+	}
+	_, _, unitJSON, err := storage.SplitUnitValue(v)
+	return unitJSON, err == nil, err
+}
+
+// contextExists reports whether a context exists, as a command sees it.
+func (e *Engine) contextExists(tx *wal.Tx, id string) (bool, error) {
+	if e.known.has(id) {
+		return true, nil
+	}
+	ok, err := tx.Has(storage.ContextKey(id))
+	if ok {
+		e.known.add(id)
+	}
+	return ok, err
 }

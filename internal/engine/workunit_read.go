@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -21,15 +22,27 @@ func (e *Engine) GetUnit(id string) (json.RawMessage, error) {
 	return e.unit(u)
 }
 
+// unit reads a unit's JSON: its locator, then the value it points to.
 func (e *Engine) unit(u ulid.ULID) (json.RawMessage, error) {
-	v, ok, err := e.get(storage.UnitKey(u))
+	loc, ok, err := e.get(storage.UnitKey(u))
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
 		return nil, notFoundf("work unit %s not found", u)
 	}
-	return v, nil
+	v, ok, err := e.get(loc)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("engine: unit %s: its record at %x is missing", u, loc)
+	}
+	_, _, unitJSON, err := storage.SplitUnitValue(v)
+	if err != nil {
+		return nil, fmt.Errorf("engine: unit %s: %w", u, err)
+	}
+	return unitJSON, nil
 }
 
 // ListQuery selects work units of a context.
@@ -127,18 +140,14 @@ func (e *Engine) ListUnits(q ListQuery) (ListPage, error) {
 		if last, err = storage.TrailingSeq(it.Key()); err != nil {
 			return ListPage{}, err
 		}
-		v := it.Value()
-		if len(v) < 17 {
-			return ListPage{}, fmt.Errorf("engine: malformed unit index entry at seq %d", last)
+		t, agent, unitJSON, err := storage.SplitUnitValue(it.Value())
+		if err != nil {
+			return ListPage{}, fmt.Errorf("engine: unit at seq %d: %w", last, err)
 		}
-		if (typ != 0 && v[16] != typ) || (q.AgentID != "" && string(v[17:]) != q.AgentID) {
+		if (typ != 0 && t != typ) || (q.AgentID != "" && string(agent) != q.AgentID) {
 			continue
 		}
-		u, err := e.unit(ulid.ULID(v[:16]))
-		if err != nil {
-			return ListPage{}, err
-		}
-		page.Units = append(page.Units, u)
+		page.Units = append(page.Units, bytes.Clone(unitJSON))
 	}
 	return page, it.Error()
 }
@@ -148,12 +157,12 @@ func (e *Engine) boundSeq(field, id string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	raw, ok, err := e.get(storage.UnitKey(u))
+	raw, err := e.unit(u)
+	if errors.Is(err, ErrNotFound) {
+		return 0, invalidf("%s: work unit %s not found", field, u)
+	}
 	if err != nil {
 		return 0, err
-	}
-	if !ok {
-		return 0, invalidf("%s: work unit %s not found", field, u)
 	}
 	var h unitHead
 	if err := json.Unmarshal(raw, &h); err != nil {

@@ -35,12 +35,14 @@ const (
 	// nsContext: contexts. context id (string) → context JSON.
 	nsContext byte = 0x10
 
-	// nsUnit: work units. ULID (16 bytes) → unit JSON (the public shape).
+	// nsUnit: where each work unit is. ULID (16 bytes) → the unit's
+	// nsContextUnit key.
 	nsUnit byte = 0x11
 
-	// nsContextUnit: units of a context in seq order. context id (string) +
-	// seq (uint64) → ULID (16) + type (1 byte) + agent id, so that filtered
-	// listings need no point lookups for the entries they skip.
+	// nsContextUnit: work units, clustered by context in seq order, so that
+	// listing a context is one sequential scan. context id (string) + seq
+	// (uint64) → unit value (see AppendUnitValue): the unit's type and agent
+	// (for filters), then its JSON (the public shape).
 	nsContextUnit byte = 0x12
 
 	// nsUnitIn: the reverse relationship index. target ULID (16) + source
@@ -146,7 +148,8 @@ func ContextID(key []byte) (string, error) {
 	return id, nil
 }
 
-// UnitKey is the key of a work unit.
+// UnitKey is the key that locates a work unit (its value is the unit's
+// ContextUnitKey).
 func UnitKey(id [16]byte) []byte { return append([]byte{nsUnit}, id[:]...) }
 
 // ContextUnitPrefix is the prefix of the seq index of a context's units.
@@ -154,7 +157,7 @@ func ContextUnitPrefix(contextID string) []byte {
 	return AppendString([]byte{nsContextUnit}, contextID)
 }
 
-// ContextUnitKey is the index entry of the unit with seq in a context.
+// ContextUnitKey is the key of the unit with seq in a context.
 func ContextUnitKey(contextID string, seq uint64) []byte {
 	return AppendUint64(ContextUnitPrefix(contextID), seq)
 }
@@ -166,6 +169,28 @@ func TrailingSeq(key []byte) (uint64, error) {
 		return 0, ErrBadKey
 	}
 	return binary.BigEndian.Uint64(key[len(key)-8:]), nil
+}
+
+// AppendUnitValue appends a unit's stored value: its type code, its agent
+// id (length-prefixed) and its JSON.
+func AppendUnitValue(dst []byte, typ byte, agent string, unitJSON []byte) []byte {
+	dst = append(dst, typ)
+	dst = binary.AppendUvarint(dst, uint64(len(agent)))
+	dst = append(dst, agent...)
+	return append(dst, unitJSON...)
+}
+
+// SplitUnitValue splits a unit's stored value. The slices alias v.
+func SplitUnitValue(v []byte) (typ byte, agent []byte, unitJSON []byte, err error) {
+	if len(v) < 2 {
+		return 0, nil, nil, ErrBadRecord
+	}
+	n, w := binary.Uvarint(v[1:])
+	if w <= 0 || uint64(len(v)-1-w) < n {
+		return 0, nil, nil, ErrBadRecord
+	}
+	start := 1 + w
+	return v[0], v[start : start+int(n)], v[start+int(n):], nil
 }
 
 // UnitInPrefix is the prefix of the reverse relationships that target id.

@@ -15,13 +15,17 @@ type Record struct {
 	Topic        string
 	// Exactly one of Inline and Ref is set.
 	Inline []byte // the event's data JSON
-	Ref    []byte // the key of the state record whose value is the data JSON
+	Ref    []byte // the key of the state record holding the data JSON
+	// RefUnit says the state record at Ref is a unit value (AppendUnitValue)
+	// whose JSON is the data; otherwise the whole value is.
+	RefUnit bool
 }
 
 const (
 	recordVersion = 1
 	dataInline    = 0
 	dataRef       = 1
+	dataRefUnit   = 2
 )
 
 // ErrBadRecord reports a log record that does not decode.
@@ -36,11 +40,32 @@ func AppendRecord(dst []byte, r *Record) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(r.Topic)))
 	dst = append(dst, r.Topic...)
 	if r.Ref != nil {
-		dst = append(dst, dataRef)
+		if r.RefUnit {
+			dst = append(dst, dataRefUnit)
+		} else {
+			dst = append(dst, dataRef)
+		}
 		return append(dst, r.Ref...)
 	}
 	dst = append(dst, dataInline)
 	return append(dst, r.Inline...)
+}
+
+// Data returns the event's data JSON, reading the state record it refers
+// to through get.
+func (r *Record) Data(get func(key []byte) ([]byte, error)) ([]byte, error) {
+	if r.Ref == nil {
+		return r.Inline, nil
+	}
+	v, err := get(r.Ref)
+	if err != nil {
+		return nil, err
+	}
+	if !r.RefUnit {
+		return v, nil
+	}
+	_, _, data, err := SplitUnitValue(v)
+	return data, err
 }
 
 // DecodeRecord decodes a log record. The returned slices alias b.
@@ -66,6 +91,8 @@ func DecodeRecord(b []byte) (Record, error) {
 		r.Inline = b[1:]
 	case dataRef:
 		r.Ref = b[1:]
+	case dataRefUnit:
+		r.Ref, r.RefUnit = b[1:], true
 	default:
 		return r, fmt.Errorf("%w: data kind %d", ErrBadRecord, b[0])
 	}

@@ -69,11 +69,9 @@ func DecodeEvent(db Reader, seq uint64, raw []byte) (Event, error) {
 	if err != nil {
 		return Event{}, fmt.Errorf("wal: event %d: %w", seq, err)
 	}
-	data := rec.Inline
-	if rec.Ref != nil {
-		if data, err = db.Get(rec.Ref); err != nil {
-			return Event{}, fmt.Errorf("wal: event %d: data: %w", seq, err)
-		}
+	data, err := rec.Data(db.Get)
+	if err != nil {
+		return Event{}, fmt.Errorf("wal: event %d: data: %w", seq, err)
 	}
 	t := time.Unix(0, rec.TimeUnixNano).UTC()
 	return Event{

@@ -105,9 +105,19 @@ func (tx *Tx) stage(o op) {
 // record at ref (written by this command) and the log record refers to it
 // instead of copying it; otherwise data is stored inline in the log record.
 func (tx *Tx) Emit(topic, typ string, data, ref []byte) uint64 {
+	return tx.emit(topic, typ, data, storage.Record{Ref: ref})
+}
+
+// EmitUnit is Emit for a work unit: ref is the unit's stored value
+// (storage.AppendUnitValue), whose JSON is data.
+func (tx *Tx) EmitUnit(topic, typ string, data, ref []byte) uint64 {
+	return tx.emit(topic, typ, data, storage.Record{Ref: ref, RefUnit: true})
+}
+
+func (tx *Tx) emit(topic, typ string, data []byte, rec storage.Record) uint64 {
 	seq := tx.first + uint64(len(tx.events))
-	rec := storage.Record{TimeUnixNano: tx.now.UnixNano(), Type: typ, Topic: topic, Ref: ref}
-	if ref == nil {
+	rec.TimeUnixNano, rec.Type, rec.Topic = tx.now.UnixNano(), typ, topic
+	if rec.Ref == nil {
 		rec.Inline = data
 	}
 	tx.Set(storage.LogKey(seq), storage.AppendRecord(nil, &rec))
