@@ -1,0 +1,32 @@
+// Package client is the Go client of Engram's v1 HTTP API: typed methods for
+// the REST endpoints (contexts, work units, health) and a self-healing
+// WebSocket subscription to the event log.
+//
+// A [Client] is safe for concurrent use. Every method takes a
+// [context.Context] that bounds the request. A non-2xx answer is returned as
+// an [*Error] carrying the status, the stable code, the message and the
+// details of the server's error body; match it with errors.Is against the
+// sentinels ([ErrNotFound], [ErrConflict], [ErrInvalidArgument], ...), never
+// on the message. Transport failures are returned wrapped with the method and
+// path of the request, so errors.Is(err, context.DeadlineExceeded) works.
+//
+// Lists come in two forms: one page at a time ([Client.ListContexts],
+// [Client.ListUnits], [Client.Related]), with the page's NextCursor to pass
+// back, and as iterators that follow the cursors for you ([Client.AllContexts],
+// [Client.AllUnits], [Client.AllRelated]).
+//
+// [Client.Subscribe] follows one topic of the event log ("contexts/c1", or a
+// prefix "contexts/*") over /v1/ws. The [Subscription] reconnects by itself,
+// with exponential backoff and jitter, when the connection drops, when the
+// server cuts it off as too slow (lagged) or when the server shuts down; it
+// resumes after the last event it handed over and drops repeats, so the
+// caller sees every event of the topic once, in seq order. It ends only on
+// Close, on the end of its context, or on an error that retrying cannot fix
+// (history removed by retention: [ErrHistoryTruncated]; bad topic;
+// credentials refused).
+//
+// The package owns nothing but the wire: it keeps no state between calls
+// other than its HTTP client, and it never retries a REST call on its own (a
+// write retried blindly could be applied twice; give work units your own id
+// from [NewID] and retry with the same id to make retries safe).
+package client
