@@ -111,7 +111,15 @@ func (s *wsSession) readLoop() {
 		}
 		var f clientFrame
 		if err := jsonx.Decode(data, &f); err != nil {
-			s.reply(serverFrame{Op: "error", Code: "invalid_argument", Message: err.Error()})
+			// Name the subscription when its id can be read at all.
+			var idOnly struct {
+				ID string `json:"id"`
+			}
+			json.Unmarshal(data, &idOnly)
+			if !engine.ValidName(idOnly.ID) {
+				idOnly.ID = ""
+			}
+			s.reply(serverFrame{Op: "error", ID: idOnly.ID, Code: "invalid_argument", Message: err.Error()})
 			continue
 		}
 		switch f.Op {

@@ -29,6 +29,15 @@ func (e *HistoryTruncatedError) Error() string {
 	return fmt.Sprintf("router: history truncated: the oldest event kept is %d", e.OldestSeq)
 }
 
+// AheadError reports an after-seq beyond the head of the log: the client
+// has seen events this log does not have (a server restored from an older
+// backup, or another server's seqs).
+type AheadError struct{ AfterSeq, Head uint64 }
+
+func (e *AheadError) Error() string {
+	return fmt.Sprintf("after_seq: %d is ahead of the log, whose last seq is %d", e.AfterSeq, e.Head)
+}
+
 // Store is what the router reads and what retention writes.
 type Store interface {
 	NewSnapshot() *pebble.Snapshot
@@ -77,9 +86,10 @@ type Router struct {
 	dispatched atomic.Uint64 // last seq handed to subscribers
 	oldest     atomic.Uint64 // oldest seq kept by retention
 
-	qmu   sync.Mutex
-	queue [][]wal.Event
-	wake  chan struct{}
+	qmu       sync.Mutex // guards queue and published; a leaf lock
+	queue     [][]wal.Event
+	published uint64 // last seq given to Publish: every acknowledged write is at or below it
+	wake      chan struct{}
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -124,6 +134,7 @@ func New(store Store, head uint64, cfg Config, log *slog.Logger) (*Router, error
 		ctx:    ctx, cancel: cancel,
 	}
 	r.dispatched.Store(head)
+	r.published = head
 	r.oldest.Store(oldest)
 	r.m = routerMetrics{
 		delivered: prometheus.NewCounter(prometheus.CounterOpts{Name: "engram_router_events_delivered_total", Help: "Events handed to subscribers, live and replayed."}),
@@ -151,8 +162,12 @@ func New(store Store, head uint64, cfg Config, log *slog.Logger) (*Router, error
 // Publish is the sequencer's hook: it queues a committed batch's events and
 // returns at once.
 func (r *Router) Publish(events []wal.Event) {
+	if len(events) == 0 {
+		return
+	}
 	r.qmu.Lock()
 	r.queue = append(r.queue, events)
+	r.published = events[len(events)-1].Seq
 	r.qmu.Unlock()
 	select {
 	case r.wake <- struct{}{}:
@@ -162,6 +177,13 @@ func (r *Router) Publish(events []wal.Event) {
 
 // Head is the last seq handed to subscribers.
 func (r *Router) Head() uint64 { return r.dispatched.Load() }
+
+// Published is the last seq the sequencer published.
+func (r *Router) Published() uint64 {
+	r.qmu.Lock()
+	defer r.qmu.Unlock()
+	return r.published
+}
 
 // OldestSeq is the oldest seq still in the log.
 func (r *Router) OldestSeq() uint64 { return r.oldest.Load() }
@@ -243,12 +265,25 @@ func (r *Router) Subscribe(req Request, sink Sink) (*Sub, uint64, error) {
 	}
 	s := &Sub{ID: req.ID, Topics: req.Topics, r: r, sink: sink, buffering: true}
 	s.ctx, s.cancel = context.WithCancel(r.ctx)
+	// The head is the last seq published (the sequencer publishes before it
+	// acknowledges, so every acknowledged write is at or below it), not the
+	// last dispatched. Events up to it that dispatch has not handed out yet
+	// arrive below liveFrom and are dropped; the replay reads them from
+	// storage, where they are already synced. Holding mu keeps dispatch out
+	// while the subscription is registered.
 	r.mu.Lock()
-	head := r.dispatched.Load()
+	r.qmu.Lock()
+	head := r.published
+	r.qmu.Unlock()
 	s.liveFrom = head + 1
 	s.after = head
 	if req.AfterSeq != nil {
-		s.after = min(*req.AfterSeq, head)
+		if *req.AfterSeq > head {
+			r.mu.Unlock()
+			s.cancel()
+			return nil, 0, &AheadError{AfterSeq: *req.AfterSeq, Head: head}
+		}
+		s.after = *req.AfterSeq
 		if oldest := r.oldest.Load(); s.after+1 < oldest {
 			r.mu.Unlock()
 			s.cancel()

@@ -198,6 +198,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			if err := s.app.ShutdownWithContext(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))
 			}
+			// Fiber closes only a listener its serve loop has registered:
+			// a Shutdown right after Start would leave it open.
+			s.ln.Close()
 		}
 		if err := s.seq.Close(); err != nil {
 			errs = append(errs, err)
