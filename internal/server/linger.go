@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,18 +31,36 @@ func (l lingerListener) Accept() (net.Conn, error) {
 
 type lingerConn struct {
 	*net.TCPConn
-	once sync.Once
+	once   sync.Once
+	rmu    sync.Mutex // held by a server Read; the drain waits for it
+	closed atomic.Bool
+}
+
+// Read fails once the connection is closed: only the drain reads on, so a
+// request that arrives after Close is never executed without a way to
+// answer it.
+func (c *lingerConn) Read(b []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	return c.TCPConn.Read(b)
 }
 
 // Close sends what is written and a FIN, then drains the client's data
 // (bounded in bytes and time) in the background before the final close.
 func (c *lingerConn) Close() error {
 	c.once.Do(func() {
+		c.closed.Store(true)
+		c.TCPConn.SetReadDeadline(time.Now()) // wake a Read blocked now
 		if err := c.TCPConn.CloseWrite(); err != nil {
 			c.TCPConn.Close()
 			return
 		}
 		go func() {
+			c.rmu.Lock() // no server Read is in progress from here on
+			defer c.rmu.Unlock()
 			c.TCPConn.SetReadDeadline(time.Now().Add(lingerTime))
 			io.CopyN(io.Discard, c.TCPConn, lingerBytes)
 			c.TCPConn.Close()
