@@ -1,5 +1,6 @@
-// Command engram is the Engram CLI: the load generator (bench) and, later,
-// tail/queue/lock/stream/cron/search/backup/restore/verify/keygen.
+// Command engram is the Engram CLI: the load generator (bench), tail,
+// health and, later, queue/lock/stream/cron/search/backup/restore/verify/
+// keygen.
 //
 // Each subcommand is one entry in the commands map below; it gets its own
 // arguments (after the subcommand name) and parses them with its own
@@ -28,7 +29,9 @@ type command struct {
 // commands maps a subcommand name to its implementation. Adding a
 // subcommand is one entry here.
 var commands = map[string]command{
-	"bench": {summary: "measure write/read throughput and latency against the same-run machine ceilings", run: runBench},
+	"bench":  {summary: "measure write/read throughput and latency against the same-run machine ceilings", run: runBench},
+	"tail":   {summary: "print a topic's events as JSON lines, live, resuming after a dropped connection", run: runTail},
+	"health": {summary: "exit 0 when the server is ready (for container health checks)", run: runHealth},
 }
 
 // errUsage marks an error already explained to the user (bad flags, -h):
