@@ -31,6 +31,10 @@ func run(args []string) int {
 	if cfg.ConfigFile != "" {
 		log.Info("config file read", "path", cfg.ConfigFile)
 	}
+	// Signals first: a supervisor may send SIGTERM as soon as it sees the
+	// "listening" line, which Start logs.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	srv, err := server.New(server.Config{
 		Addr: cfg.Addr, DataDir: cfg.Data, Sync: cfg.Sync, MaxBody: cfg.MaxBody, Logger: log,
 		RetentionAge: cfg.RetentionAge, RetentionEvents: cfg.RetentionEvents,
@@ -49,8 +53,6 @@ func run(args []string) int {
 		log.Warn("--sync=none: writes are acknowledged before they are on disk; a machine crash may lose them")
 	}
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	code := 0
 	select {
 	case sig := <-sigs:
