@@ -236,6 +236,9 @@ func (c *conn) writeLoop(w frameWriter, pingEvery time.Duration) error {
 			continue
 		}
 		dequeued++
+		if it.ev != nil && it.sub.Unsubscribed() {
+			continue // the client unsubscribed: nothing more of it goes out
+		}
 		var err error
 		if it.ev != nil {
 			err = w.writeEvent(it.sub, it.ev)

@@ -58,6 +58,11 @@ func (n *Notifier) SSE(c *fiber.Ctx) error {
 	}
 
 	cn := newConn(n, "sse")
+	cn.ctlFrame = func(_ *router.Sub, reason error, last uint64) ctlFrame {
+		f := cutNotice(reason, last)
+		f.Op = ""
+		return ctlFrame{raw: append(append([]byte("event: error\ndata: "), f.bytes()...), "\n\n"...), last: true}
+	}
 	if !n.admit(cn) {
 		return fiber.NewError(fiber.StatusServiceUnavailable, "too many real-time connections")
 	}
@@ -74,11 +79,6 @@ func (n *Notifier) SSE(c *fiber.Ctx) error {
 		return &BadRequest{err.Error()}
 	}
 	n.m.subs.WithLabelValues("sse").Inc()
-	cn.ctlFrame = func(_ *router.Sub, reason error, last uint64) ctlFrame {
-		f := cutNotice(reason, last)
-		f.Op = ""
-		return ctlFrame{raw: append(append([]byte("event: error\ndata: "), f.bytes()...), "\n\n"...), last: true}
-	}
 
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")

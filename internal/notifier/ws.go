@@ -58,12 +58,8 @@ type wsSession struct {
 
 func (n *Notifier) serveWS(ws *websocket.Conn) {
 	c := newConn(n, "ws")
-	if !n.admit(c) {
-		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "too many connections"), time.Now().Add(time.Second))
-		return
-	}
-	defer n.release(c)
 	s := &wsSession{n: n, ws: ws, c: c, subs: map[string]*router.Sub{}}
+	// The hooks are set before admit publishes c to Notifier.Close.
 	c.onClose = func() { ws.NetConn().SetReadDeadline(time.Now()) }
 	c.cutSub = s.forget
 	c.ctlFrame = func(sub *router.Sub, reason error, last uint64) ctlFrame {
@@ -71,6 +67,11 @@ func (n *Notifier) serveWS(ws *websocket.Conn) {
 		f.ID = sub.ID
 		return ctlFrame{sub: sub, raw: f.bytes()}
 	}
+	if !n.admit(c) {
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "too many connections"), time.Now().Add(time.Second))
+		return
+	}
+	defer n.release(c)
 
 	ws.SetReadLimit(int64(n.cfg.MaxFrameBytes))
 	ws.SetReadDeadline(time.Now().Add(n.cfg.IdleTimeout))

@@ -309,6 +309,7 @@ func (r *Router) Subscribe(req Request, sink Sink) (*Sub, uint64, error) {
 
 // Unsubscribe ends s; the sink's Cut is not called.
 func (r *Router) Unsubscribe(s *Sub) {
+	s.gone.Store(true)
 	s.mu.Lock()
 	s.done, s.unsubbed = true, true
 	s.mu.Unlock()

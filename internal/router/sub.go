@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -38,7 +39,15 @@ type Sub struct {
 	done      bool
 	cutReason error // set when offer cut the subscription during replay
 	unsubbed  bool
+
+	// gone is set by Unsubscribe: events of s still queued in its sink are
+	// no longer wanted (unlike a lagged cut, whose last_seq counts them).
+	gone atomic.Bool
 }
+
+// Unsubscribed reports whether the client ended s; a sink drops its queued
+// events then.
+func (s *Sub) Unsubscribed() bool { return s.gone.Load() }
 
 // offer hands a live event to s. It reports whether s must be removed from
 // the router (it was cut off).
