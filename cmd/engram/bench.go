@@ -41,11 +41,27 @@ type benchConfig struct {
 	Only       map[string]bool // scenario groups to run; empty = all
 	WaitQuiet  time.Duration   // before each measurement, wait up to this long for other processes to go idle
 	Retries    int             // re-runs of a step measured while other processes were busy
+
+	// Real time (groups fanout and memory).
+	FanoutSubs    []int   // WebSocket subscriber counts of the fan-out scenarios
+	SSESubs       int     // SSE subscribers (0: none)
+	FanoutRate    float64 // the paced rate, events/s
+	FanoutWindow  int     // saturation: events in flight at most (and the raw broadcaster's queue)
+	FanoutPosters int     // saturation: concurrent writers
+	IdleSubs      int     // idle WebSocket subscribers of the memory scenario
+	ServerBin     string  // the Engram server binary; "" = go build engram/cmd/server
+	FanoutInproc  bool    // run the fan-out server in the bench process
 }
 
 // benchGroups are the groups --only selects from, each with the ceilings
 // its budgets need.
-var benchGroups = []string{"disk", "write", "batch", "list"}
+var benchGroups = []string{"disk", "write", "batch", "list", "fanout", "memory"}
+
+// wantHTTP says whether any group that uses the in-process server and
+// the trivial app runs.
+func (c benchConfig) wantHTTP() bool {
+	return c.want("disk") || c.want("write") || c.want("batch") || c.want("list")
+}
 
 // want says whether group g runs.
 func (c benchConfig) want(g string) bool { return len(c.Only) == 0 || c.Only[g] }
@@ -58,7 +74,7 @@ const (
 )
 
 func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
-	cfg := benchConfig{ListUnits: 10000, Clients: []int{1, 16, 64}}
+	cfg := benchConfig{ListUnits: 10000, Clients: []int{1, 16, 64}, FanoutSubs: []int{1, 100, 1000}}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long each scenario and each ceiling runs (wrk rounds up to whole seconds)")
@@ -69,25 +85,40 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.StringVar(&cfg.JSONPath, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&cfg.Driver, "driver", "auto", "HTTP load driver: auto (wrk if on PATH, else fasthttp), wrk or fasthttp")
 	fs.StringVar(&cfg.Sync, "sync", "always", "server sync mode: always (budgets apply) or none")
-	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "directory: write a CPU profile of this process during each server scenario into it, named after the scenario (write.c64.pprof, ...); it includes the fasthttp driver when that drives the load, and costs a few % of throughput")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "directory: write a CPU profile of this process during each server scenario into it, named after the scenario (write.c64.pprof, ...); it includes the fasthttp driver when that drives the load, and the subscriber clients in the fan-out scenarios (whose server it moves into this process), and costs a few % of throughput")
 	var only, clients string
-	fs.StringVar(&only, "only", "", "comma-separated groups to run (default all): disk (fsync and Pebble 64-writer ceilings), write (trivial handler and durable writes), batch (Pebble batches and batch insert), list (trivial GET and list)")
+	fs.StringVar(&only, "only", "", "comma-separated groups to run (default all): disk (fsync and Pebble 64-writer ceilings), write (trivial handler and durable writes), batch (Pebble batches and batch insert), list (trivial GET and list), fanout (raw WebSocket broadcast ceiling, WebSocket and SSE fan-out), memory (server RSS with idle WebSocket subscribers)")
 	fs.StringVar(&clients, "clients", "1,16,64", "comma-separated client counts of the durable-write scenario (budgets use 1 and 64)")
 	fs.DurationVar(&cfg.WaitQuiet, "wait-quiet", 0, "before each measurement wait up to this long until other processes use under 0.2 cores (for shared machines; 0 = don't wait)")
 	fs.IntVar(&cfg.Retries, "retries", 0, "re-run a ceiling/scenario step up to this many times when other processes used over 0.2 cores during it, keeping the quietest attempt")
+	var fanSubs string
+	fs.StringVar(&fanSubs, "fanout-subs", "1,100,1000", "fanout: comma-separated WebSocket subscriber counts (the budgets use 1000)")
+	fs.IntVar(&cfg.SSESubs, "sse-subs", 1000, "fanout: SSE subscribers (0: no SSE scenario)")
+	fs.Float64Var(&cfg.FanoutRate, "fanout-rate", 50, "fanout: the paced rate, events/s (the budget is at 50)")
+	fs.IntVar(&cfg.FanoutWindow, "fanout-window", 256, "fanout: at saturation, events in flight (posted, not yet received by every subscriber) at most; also the raw broadcaster's per-connection queue")
+	fs.IntVar(&cfg.FanoutPosters, "fanout-writers", 256, "fanout: concurrent writers at saturation (as many as --fanout-window, so that the window and not the writers' latency under load sets the pace)")
+	fs.IntVar(&cfg.IdleSubs, "idle-subs", 10000, "memory: idle WebSocket subscribers (scaled down, and said so, when the fd limit is lower)")
+	fs.StringVar(&cfg.ServerBin, "server-bin", "", "fanout, memory: the Engram server binary to run as a separate process (default: go build engram/cmd/server into the data dir)")
+	fs.BoolVar(&cfg.FanoutInproc, "fanout-inproc", false, "fanout: run the Engram server in the bench process (implied by --cpuprofile, which profiles only this process); the memory scenario always runs it apart")
 	fs.IntVar(&cfg.Batches, "batches", 0, "batch requests ("+fmt.Sprint(batchSize)+" units each) per batch-insert run, split among its clients; 0 = as many as fit in --duration")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: engram bench [flags]
 
-Runs the Engram server in this process and measures, against ceilings
-measured in the same run on the same machine:
+Runs the Engram server and measures, against ceilings measured in the
+same run on the same machine:
   durable single-unit writes at 1, 16 and 64 clients (req/s, p50/p99/p99.9)
   batch insert of %d units (1 and 2 clients)
   list the last %d units of a context holding %d units (%d clients)
+  fan-out of one topic to 1, 100 and 1,000 WebSocket and 1,000 SSE
+    subscribers at 50 events/s and at saturation (deliveries/s, latency
+    from the writer's stamp to receipt, delivered versus expected)
+  the server's RSS with 10,000 idle WebSocket subscribers
 Ceilings: append+fdatasync in the data dir, Pebble synced commits (%d
 goroutines, and %d-record batches), a trivial handler on the same Fiber
-stack under the same load. HTTP load comes from wrk when installed
-(apt-get install wrk), else from a fasthttp client.
+stack under the same load, a prepared 300 B WebSocket frame broadcast to
+as many plain connections. HTTP load comes from wrk when installed
+(apt-get install wrk), else from a fasthttp client. The fan-out and memory
+scenarios run the server as a separate process (built with go build).
 
 Flags:
 `, batchSize, listLimit, cfg.ListUnits, listClients, pebbleW, batchSize)
@@ -136,6 +167,22 @@ Flags:
 			cfg.Only[g] = true
 		}
 	}
+	cfg.FanoutSubs = nil
+	for _, f := range strings.Split(fanSubs, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 100000 {
+			fmt.Fprintf(stderr, "engram bench: --fanout-subs: %q is not a subscriber count\n", f)
+			return cfg, errUsage
+		}
+		cfg.FanoutSubs = append(cfg.FanoutSubs, n)
+	}
+	if cfg.SSESubs < 0 || cfg.IdleSubs < 1 || cfg.FanoutRate <= 0 || cfg.FanoutWindow < 1 || cfg.FanoutPosters < 1 {
+		fmt.Fprintln(stderr, "engram bench: --sse-subs must be >= 0; --idle-subs, --fanout-rate, --fanout-window and --fanout-writers positive")
+		return cfg, errUsage
+	}
+	if cfg.CPUProfile != "" && cfg.want("fanout") && !set["fanout-inproc"] {
+		cfg.FanoutInproc = true // a profile of this process must hold the server
+	}
 	cfg.Clients = nil
 	for _, f := range strings.Split(clients, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
@@ -154,6 +201,9 @@ Flags:
 
 // runBench is the `engram bench` subcommand.
 func runBench(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == broadcastServerArg {
+		return runBroadcastServer(args[1:], stdout, stderr)
+	}
 	cfg, err := parseBenchFlags(args, stderr)
 	if err != nil {
 		return err
@@ -199,8 +249,16 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			DriverDetail: drv.Describe(),
 		},
 	}
+	if cfg.want("fanout") {
+		c := &b.rep.Config
+		c.FanoutSubs, c.SSESubs, c.FanoutRate = cfg.FanoutSubs, cfg.SSESubs, cfg.FanoutRate
+		c.FanoutWindow, c.FanoutPosters = cfg.FanoutWindow, cfg.FanoutPosters
+	}
+	if cfg.want("memory") {
+		b.rep.Config.IdleSubs = cfg.IdleSubs
+	}
 	runErr := b.run(ctx)
-	b.rep.Budgets = computeBudgets(b.rep.Measurements, cfg.Sync)
+	b.rep.Budgets = append(computeBudgets(b.rep.Measurements, cfg.Sync), computeRealtimeBudgets(b.rep.Measurements, cfg.Sync)...)
 	if runErr != nil {
 		b.rep.Error = runErr.Error()
 	}
@@ -240,6 +298,9 @@ type bench struct {
 
 	trivial *trivialApp
 	srv     benchTarget
+
+	serverBin    string // built Engram server binary (real-time scenarios)
+	serverBinErr error
 }
 
 func (b *bench) progress(format string, args ...any) {
@@ -317,16 +378,39 @@ func (b *bench) show(m measurement) {
 // run measures everything, in this order so that each scenario runs right
 // after its ceiling: fsync, Pebble 64 writers, then per concurrency the
 // trivial handler and the durable writes, then Pebble batches and the batch
-// insert, then the list ceiling and the list.
-func (b *bench) run(ctx context.Context) (err error) {
-	d := b.cfg.Duration
-	b.progress("engram bench: driver %s, %s per scenario, data dir %s", b.drv.Name(), d, b.dataDir)
+// insert, then the list ceiling and the list; then the real-time
+// scenarios: per subscriber count the raw broadcast and the fan-out, then
+// SSE, then the memory of idle subscribers.
+func (b *bench) run(ctx context.Context) error {
+	b.progress("engram bench: driver %s, %s per scenario, data dir %s", b.drv.Name(), b.cfg.Duration, b.dataDir)
 	s0 := sampleCPU()
 	time.Sleep(time.Second)
 	b.rep.BackgroundCores = otherCores(s0, sampleCPU())
 	if b.rep.BackgroundCores > noisyCores {
 		b.progress("WARNING: other processes are using %.2f cores: figures will be noisy", b.rep.BackgroundCores)
 	}
+	if b.cfg.wantHTTP() {
+		if err := b.runHTTP(ctx); err != nil {
+			return err
+		}
+	}
+	if b.cfg.want("fanout") {
+		if err := b.fanoutScenarios(ctx); err != nil {
+			return err
+		}
+	}
+	if b.cfg.want("memory") {
+		if err := b.memoryScenario(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runHTTP runs the groups served by the in-process server: disk, write,
+// batch and list.
+func (b *bench) runHTTP(ctx context.Context) (err error) {
+	d := b.cfg.Duration
 
 	b.trivial, err = startTrivialApp()
 	if err != nil {

@@ -45,6 +45,25 @@ type measurement struct {
 	RateRatio float64 `json:"rate_ratio,omitempty"` // Rate / ceiling Rate
 	P99Ratio  float64 `json:"p99_ratio,omitempty"`  // P99 / ceiling P99
 	Note      string  `json:"note,omitempty"`
+
+	// Real-time scenarios (Group "fanout" or "memory"): Clients is the
+	// number of subscribers, Ops and Rate count deliveries.
+	Group       string  `json:"group,omitempty"`
+	Transport   string  `json:"transport,omitempty"`           // raw-ws, ws, sse
+	TargetRate  float64 `json:"target_events_per_s,omitempty"` // 0 = saturation
+	Events      int64   `json:"events,omitempty"`              // events committed / messages broadcast
+	Expected    int64   `json:"expected,omitempty"`            // events × subscribers
+	Delivered   int64   `json:"delivered,omitempty"`
+	Lost        int64   `json:"lost,omitempty"`        // expected - delivered
+	Lagged      int     `json:"lagged,omitempty"`      // subscriptions cut as lagged
+	ConnsEnded  int     `json:"conns_ended,omitempty"` // connections that ended otherwise
+	CommitP50Ms float64 `json:"commit_p50_ms,omitempty"`
+	CommitP99Ms float64 `json:"commit_p99_ms,omitempty"` // event time (commit) → receipt
+	ServerCores float64 `json:"server_cores,omitempty"`  // the server process's CPU
+	RSSMB       float64 `json:"rss_mb,omitempty"`
+	BaseRSSMB   float64 `json:"baseline_rss_mb,omitempty"`
+	PeakRSSMB   float64 `json:"peak_rss_mb,omitempty"`
+	PerSubKB    float64 `json:"per_subscriber_kb,omitempty"`
 }
 
 // noisyCores is the CPU use of other processes (in cores, averaged over a
@@ -262,6 +281,13 @@ func computeBudgets(ms []measurement, syncMode string) []budgetResult {
 			out = append(out, b)
 		}
 	}
+	annotateBudgets(out, ms, syncMode)
+	return out
+}
+
+// annotateBudgets adds to each evaluated budget the noise of the
+// measurements it uses and a server that did not fsync.
+func annotateBudgets(out []budgetResult, ms []measurement, syncMode string) {
 	for i := range out {
 		b := &out[i]
 		if b.Result != resultMet && b.Result != resultNotMet {
@@ -284,11 +310,13 @@ func computeBudgets(ms []measurement, syncMode string) []budgetResult {
 			}
 		}
 	}
-	return out
 }
 
 // budgetUses says whether budget b was computed from measurement id.
 func budgetUses(b budgetResult, id string) bool {
+	if uses, known := realtimeBudgetUses(b, id); known {
+		return uses
+	}
 	switch {
 	case strings.HasPrefix(b.Name, "durable write, 1 client"):
 		return id == "write.c1" || id == "ceiling.trivial_post.c1" || id == "ceiling.fsync"
@@ -320,6 +348,7 @@ type benchReport struct {
 	Measurements []measurement  `json:"measurements"`
 	Budgets      []budgetResult `json:"budgets"`
 	Error        string         `json:"error,omitempty"`
+	Notes        []string       `json:"notes,omitempty"`
 	// BackgroundCores is the CPU other processes used just before the run.
 	BackgroundCores float64 `json:"background_load_cores"`
 }
@@ -336,6 +365,15 @@ type reportConfig struct {
 	ListLimit   int     `json:"list_limit"`
 	WaitQuietS  float64 `json:"wait_quiet_s"`
 	Retries     int     `json:"retries"`
+	// Real time.
+	FanoutSubs    []int   `json:"fanout_subscribers,omitempty"`
+	SSESubs       int     `json:"sse_subscribers,omitempty"`
+	FanoutRate    float64 `json:"fanout_rate,omitempty"`
+	FanoutWindow  int     `json:"fanout_window,omitempty"`
+	FanoutPosters int     `json:"fanout_writers,omitempty"`
+	IdleSubs      int     `json:"idle_subscribers,omitempty"`
+	FanoutServer  string  `json:"fanout_server,omitempty"`
+	FDLimit       uint64  `json:"fd_limit,omitempty"`
 }
 
 // fmtMs formats milliseconds with a precision that suits the magnitude.
@@ -397,18 +435,32 @@ func formatReport(r benchReport) string {
 		mi.NumCPU, mi.GOMAXPROCS, orDash(mi.CPUModel), orDash(mi.MemTotal), orDash(mi.Kernel), mi.GoVersion, mi.OS, mi.Arch)
 	fmt.Fprintf(&sb, "data dir: %s (%s)\n", r.Machine.DataDir, orDash(r.Machine.DataFS))
 	fmt.Fprintf(&sb, "driver:   %s: %s\n", r.Driver, r.DriverDetail)
-	fmt.Fprintf(&sb, "setup:    %gs per scenario after a %gs warm-up; server (--sync=%s), trivial app, Pebble ceilings and load driver all share this machine's %d cores\n",
-		r.Config.DurationS, r.Config.WarmupS, r.Config.Sync, mi.NumCPU)
+	if hasGroup(r.Measurements, "") || len(r.Measurements) == 0 {
+		fmt.Fprintf(&sb, "setup:    %gs per scenario after a %gs warm-up; server (--sync=%s), trivial app, Pebble ceilings and load driver all share this machine's %d cores\n",
+			r.Config.DurationS, r.Config.WarmupS, r.Config.Sync, mi.NumCPU)
+	}
+	if hasGroup(r.Measurements, groupFanout) || hasGroup(r.Measurements, groupMemory) {
+		fmt.Fprintf(&sb, "realtime: %gs per fan-out step and idle hold; server --sync=%s; fd limit %d; the servers, the subscribers and the writer all share this machine's %d cores\n",
+			r.Config.DurationS, r.Config.Sync, r.Config.FDLimit, mi.NumCPU)
+	}
 	fmt.Fprintf(&sb, "load:     other processes used %.2f cores just before the run; column \"other\" is their use during each measurement (above %.1f: noisy), \"cpu\" the cores used by this process and wrk\n",
 		r.BackgroundCores, noisyCores)
 	if r.Error != "" {
 		fmt.Fprintf(&sb, "ERROR:    the run stopped early: %s\n", r.Error)
 	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(&sb, "NOTE:     %s\n", n)
+	}
 
-	sb.WriteString("\n-- measurements (each scenario right after its ceiling) --\n")
 	tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "what\tclients\trate\tp50\tp99\tp99.9\tvs ceiling\tcpu\tother\tstatus")
+	if hasGroup(r.Measurements, "") || len(r.Measurements) == 0 {
+		sb.WriteString("\n-- measurements (each scenario right after its ceiling) --\n")
+		fmt.Fprintln(tw, "what\tclients\trate\tp50\tp99\tp99.9\tvs ceiling\tcpu\tother\tstatus")
+	}
 	for _, m := range r.Measurements {
+		if m.Group != "" {
+			continue // in the real-time tables
+		}
 		vs := ""
 		if m.CeilingID != "" {
 			vs = fmt.Sprintf("rate %s×, p99 %s×", fmtRatio(m.RateRatio), fmtRatio(m.P99Ratio))
@@ -427,6 +479,7 @@ func formatReport(r benchReport) string {
 			fmtMs(m.P50Ms), fmtMs(m.P99Ms), fmtMs(m.P999Ms), vs, m.SelfCores, m.OtherCores, status)
 	}
 	tw.Flush()
+	sb.WriteString(formatRealtime(r))
 
 	sb.WriteString("\n-- budgets (DESIGN.md \"Performance budgets\"; ceilings from this run) --\n")
 	tw = tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
@@ -435,7 +488,9 @@ func formatReport(r benchReport) string {
 		fig, ceil := "-", "-"
 		if b.Result != resultNotMeasured {
 			fig = fmtFigure(b.Figure, b.Unit)
-			ceil = fmtFigure(b.Ceiling, b.Unit) + " (" + b.CeilingDesc + ")"
+			if b.CeilingDesc != "" {
+				ceil = fmtFigure(b.Ceiling, b.Unit) + " (" + b.CeilingDesc + ")"
+			}
 		}
 		res := b.Result
 		if b.Reason != "" {
