@@ -230,12 +230,22 @@ func (s *wsSession) unsubscribeAll() {
 // wsWriter writes frames on the connection; only the writer goroutine uses
 // it.
 type wsWriter struct {
-	ws  *websocket.Conn
-	buf []byte
+	ws       *websocket.Conn
+	buf      []byte
+	deadline time.Time // when the write deadline was last pushed out
+}
+
+// extend pushes the write deadline out, at most once a second: a client
+// that does not read for writeWait is still disconnected, give or take 1 s.
+func (w *wsWriter) extend() {
+	if now := time.Now(); now.Sub(w.deadline) > time.Second {
+		w.ws.SetWriteDeadline(now.Add(writeWait))
+		w.deadline = now
+	}
 }
 
 func (w *wsWriter) writeEvent(sub *router.Sub, ev *wal.Event) error {
-	w.ws.SetWriteDeadline(time.Now().Add(writeWait))
+	w.extend()
 	wr, err := w.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err
@@ -256,7 +266,7 @@ func (w *wsWriter) writeEvent(sub *router.Sub, ev *wal.Event) error {
 }
 
 func (w *wsWriter) writeRaw(b []byte) error {
-	w.ws.SetWriteDeadline(time.Now().Add(writeWait))
+	w.extend()
 	return w.ws.WriteMessage(websocket.TextMessage, b)
 }
 
