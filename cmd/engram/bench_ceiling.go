@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/gofiber/fiber/v2"
 	"golang.org/x/sys/unix"
@@ -98,6 +99,50 @@ func pebbleKey(buf []byte, writer, n uint64) []byte {
 	return binary.BigEndian.AppendUint64(buf, n)
 }
 
+// pebbleWriters runs `writers` goroutines, each calling op (one timed
+// operation: a synced Set or a synced batch) in a loop until d has passed,
+// and returns the operations' latency histogram, their count and the
+// elapsed time. Each goroutine gets its own key buffer.
+func pebbleWriters(ctx context.Context, writers int, d time.Duration, op func(w uint64, key []byte) error) (*hdrhistogram.Histogram, int64, time.Duration, error) {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		total    = newLatencyHist()
+		ops      atomic.Int64
+		firstErr error
+	)
+	start := time.Now()
+	deadline := start.Add(d)
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w uint64) {
+			defer wg.Done()
+			h := newLatencyHist()
+			key := make([]byte, 0, 16)
+			var err error
+			for time.Now().Before(deadline) && ctx.Err() == nil {
+				t0 := time.Now()
+				if err = op(w, key); err != nil {
+					break
+				}
+				h.RecordValue(max(time.Since(t0).Microseconds(), 1))
+				ops.Add(1)
+			}
+			mu.Lock()
+			total.Merge(h)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		}(uint64(w))
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, 0, 0, firstErr
+	}
+	return total, ops.Load(), time.Since(start), ctx.Err()
+}
+
 // ceilingPebbleSets runs `writers` goroutines, each doing db.Set(key,
 // 300 B, pebble.Sync) in a loop for d; Pebble groups concurrent syncs into
 // one WAL fsync. Reports synced commits/s and commit latency.
@@ -110,49 +155,17 @@ func ceilingPebbleSets(ctx context.Context, dir string, writers int, d time.Dura
 	defer db.Close()
 	val := make([]byte, recordSize)
 	_, _ = rand.Read(val)
-
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		total    = newLatencyHist()
-		commits  atomic.Int64
-		firstErr error
-	)
-	start := time.Now()
-	deadline := start.Add(d)
-	for w := 0; w < writers; w++ {
-		wg.Add(1)
-		go func(w uint64) {
-			defer wg.Done()
-			h := newLatencyHist()
-			key := make([]byte, 0, 16)
-			var err error
-			for n := uint64(0); time.Now().Before(deadline) && ctx.Err() == nil; n++ {
-				t0 := time.Now()
-				if err = db.Set(pebbleKey(key, w, n), val, pebble.Sync); err != nil {
-					break
-				}
-				h.RecordValue(max(time.Since(t0).Microseconds(), 1))
-				commits.Add(1)
-			}
-			mu.Lock()
-			total.Merge(h)
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			mu.Unlock()
-		}(uint64(w))
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return measurement{}, fmt.Errorf("pebble set: %w", firstErr)
-	}
-	if err := ctx.Err(); err != nil {
-		return measurement{}, err
+	next := make([]uint64, writers) // per-writer key counter
+	hist, commits, elapsed, err := pebbleWriters(ctx, writers, d, func(w uint64, key []byte) error {
+		next[w]++
+		return db.Set(pebbleKey(key, w, next[w]), val, pebble.Sync)
+	})
+	if err != nil {
+		return measurement{}, fmt.Errorf("pebble set: %w", err)
 	}
 	var lr loadResult
-	fillPercentiles(&lr, total)
-	lr.Requests, lr.DurationSec, lr.Clients = commits.Load(), time.Since(start).Seconds(), writers
+	fillPercentiles(&lr, hist)
+	lr.Requests, lr.DurationSec, lr.Clients = commits, elapsed.Seconds(), writers
 	lr.ReqPerSec = float64(lr.Requests) / lr.DurationSec
 	m := fromLoad(fmt.Sprintf("ceiling.pebble_sets.w%d", writers),
 		fmt.Sprintf("ceiling: Pebble Set+Sync, %d goroutines", writers), kindCeiling, "commit", lr)
@@ -172,61 +185,24 @@ func ceilingPebbleBatches(ctx context.Context, dir string, writers, batchSize in
 	defer db.Close()
 	val := make([]byte, recordSize)
 	_, _ = rand.Read(val)
-
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		total    = newLatencyHist()
-		batches  atomic.Int64
-		firstErr error
-	)
-	start := time.Now()
-	deadline := start.Add(d)
-	for w := 0; w < writers; w++ {
-		wg.Add(1)
-		go func(w uint64) {
-			defer wg.Done()
-			h := newLatencyHist()
-			key := make([]byte, 0, 16)
-			var n uint64
-			var err error
-			for time.Now().Before(deadline) && ctx.Err() == nil {
-				t0 := time.Now()
-				b := db.NewBatch()
-				for i := 0; i < batchSize; i++ {
-					if err = b.Set(pebbleKey(key, w, n), val, nil); err != nil {
-						break
-					}
-					n++
-				}
-				if err == nil {
-					err = b.Commit(pebble.Sync)
-				}
-				b.Close()
-				if err != nil {
-					break
-				}
-				h.RecordValue(max(time.Since(t0).Microseconds(), 1))
-				batches.Add(1)
+	next := make([]uint64, writers) // per-writer key counter
+	hist, batches, elapsed, err := pebbleWriters(ctx, writers, d, func(w uint64, key []byte) error {
+		b := db.NewBatch()
+		defer b.Close()
+		for i := 0; i < batchSize; i++ {
+			next[w]++
+			if err := b.Set(pebbleKey(key, w, next[w]), val, nil); err != nil {
+				return err
 			}
-			mu.Lock()
-			total.Merge(h)
-			if err != nil && firstErr == nil {
-				firstErr = err
-			}
-			mu.Unlock()
-		}(uint64(w))
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return measurement{}, fmt.Errorf("pebble batch: %w", firstErr)
-	}
-	if err := ctx.Err(); err != nil {
-		return measurement{}, err
+		}
+		return b.Commit(pebble.Sync)
+	})
+	if err != nil {
+		return measurement{}, fmt.Errorf("pebble batch: %w", err)
 	}
 	var lr loadResult
-	fillPercentiles(&lr, total)
-	lr.Requests, lr.DurationSec, lr.Clients = batches.Load()*int64(batchSize), time.Since(start).Seconds(), writers
+	fillPercentiles(&lr, hist)
+	lr.Requests, lr.DurationSec, lr.Clients = batches*int64(batchSize), elapsed.Seconds(), writers
 	lr.ReqPerSec = float64(lr.Requests) / lr.DurationSec
 	m := fromLoad(fmt.Sprintf("ceiling.pebble_batches.w%d", writers),
 		fmt.Sprintf("ceiling: Pebble %d-record batches + Sync, %d goroutine(s)", batchSize, writers), kindCeiling, "record", lr)
