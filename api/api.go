@@ -3,6 +3,7 @@ package api
 import (
 	_ "embed"
 	"log/slog"
+	"net"
 	"strconv"
 	"time"
 
@@ -35,6 +36,11 @@ type Config struct {
 	// Notifier serves /v1/ws and /v1/events. Nil means those routes answer
 	// 404.
 	Notifier *notifier.Notifier
+	// ConnClosing reports whether the server already closed the connection a
+	// request came on (shutdown closes idle keep-alive connections, and one
+	// may hold a request read just before). Such a request is refused
+	// before it runs: it could never be answered. Nil means never.
+	ConnClosing func(net.Conn) bool
 	// ReadTimeout, WriteTimeout and IdleTimeout bound a connection's phases.
 	// Zero means 30 s, 30 s and 120 s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
@@ -74,6 +80,14 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 	})
 	h := &handlers{eng: eng, cfg: cfg, log: log}
 	app.Use(recoverer(log))
+	if cfg.ConnClosing != nil {
+		app.Use(func(c *fiber.Ctx) error {
+			if cfg.ConnClosing(c.Context().Conn()) {
+				return &apiError{fiber.StatusServiceUnavailable, "unavailable", "the server is shutting down"}
+			}
+			return c.Next()
+		})
+	}
 	app.Use(httpMetrics(cfg.Registerer))
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return sendJSON(c, 200, []byte(`{"status":"ok"}`)) })

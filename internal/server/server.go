@@ -142,6 +142,10 @@ func New(cfg Config) (*Server, error) {
 		Gatherer:   s.reg,
 		Registerer: s.reg,
 		Notifier:   s.ntf,
+		ConnClosing: func(c net.Conn) bool {
+			lc, ok := c.(*lingerConn)
+			return ok && lc.closed.Load()
+		},
 	}, s.log)
 	return s, nil
 }
