@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	fws "github.com/fasthttp/websocket"
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 
@@ -246,6 +247,29 @@ func (w *wsWriter) extend() {
 
 func (w *wsWriter) writeEvent(sub *router.Sub, ev *wal.Event) error {
 	w.extend()
+	if ev.Frames != nil {
+		// A live event: every subscription with this id on any connection
+		// gets the same prepared frame, framed once.
+		pm := ev.Frames.Get("ws:"+sub.ID, func() any {
+			msg := make([]byte, 0, len(ev.JSON)+len(sub.ID)+32)
+			msg = append(msg, `{"op":"event","id":`...)
+			msg = jsonx.AppendString(msg, sub.ID)
+			msg = append(msg, `,"event":`...)
+			msg = append(msg, ev.JSON...)
+			msg = append(msg, '}')
+			pm, err := fws.NewPreparedMessage(fws.TextMessage, msg)
+			if err != nil {
+				return err
+			}
+			return pm
+		})
+		switch pm := pm.(type) {
+		case *fws.PreparedMessage:
+			return w.ws.WritePreparedMessage(pm)
+		case error:
+			return pm
+		}
+	}
 	wr, err := w.ws.NextWriter(websocket.TextMessage)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package wal
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"engram/internal/jsonx"
@@ -27,6 +28,24 @@ type Event struct {
 	JSON []byte
 
 	data []byte // the data JSON, until JSON is built
+
+	// Frames caches transports' framings of a published event (keyed by
+	// the transport), so that each is built once for every subscriber. Nil
+	// for events read back from storage.
+	Frames *FrameCache
+}
+
+// FrameCache holds framings of one event. Safe for concurrent use.
+type FrameCache struct{ m sync.Map }
+
+// Get returns the framing under key, building it on first use. Two callers
+// may race to build; one result wins and both get it.
+func (c *FrameCache) Get(key string, build func() any) any {
+	if v, ok := c.m.Load(key); ok {
+		return v
+	}
+	v, _ := c.m.LoadOrStore(key, build())
+	return v
 }
 
 // AppendEventJSON appends the event JSON with the given data JSON to dst.

@@ -416,6 +416,7 @@ func (s *Sequencer) finish(p *pending) {
 				e := &p.events[i]
 				e.JSON = AppendEventJSON(make([]byte, 0, len(e.data)+96+len(e.Topic)), e.Seq, e.Time, e.Type, e.Topic, e.data)
 				e.data = nil
+				e.Frames = &FrameCache{}
 			}
 			s.cfg.Publish(p.events)
 		}
