@@ -348,31 +348,13 @@ type goRuntimeStats struct {
 // parseGoRuntimeMetrics picks go_goroutines and the heap and stack in use
 // out of Prometheus text.
 func parseGoRuntimeMetrics(body []byte) goRuntimeStats {
-	var g goRuntimeStats
-	found := 0
-	for _, line := range strings.Split(string(body), "\n") {
-		name, val, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(line, "#") {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "go_goroutines":
-			g.Goroutines = v
-			found++
-		case "go_memstats_heap_inuse_bytes":
-			g.HeapInuse = v
-			found++
-		case "go_memstats_stack_inuse_bytes":
-			g.StackInuse = v
-			found++
-		}
+	v := metricValues(body)
+	return goRuntimeStats{
+		Goroutines: v["go_goroutines"],
+		HeapInuse:  v["go_memstats_heap_inuse_bytes"],
+		StackInuse: v["go_memstats_stack_inuse_bytes"],
+		ok:         has(v, "go_goroutines", "go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes"),
 	}
-	g.ok = found == 3
-	return g
 }
 
 // scrapeGoRuntime reads the server's Go runtime gauges.

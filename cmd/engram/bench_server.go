@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"engram/internal/server"
 )
@@ -47,31 +49,59 @@ func scrapeWAL(baseURL string) walStats {
 
 // parseWALMetrics picks the sequencer's counters out of Prometheus text.
 func parseWALMetrics(body []byte) walStats {
-	var w walStats
-	found := 0
-	for _, line := range strings.Split(string(body), "\n") {
-		name, val, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(line, "#") {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-		if err != nil {
-			continue
-		}
-		switch name {
-		case "engram_wal_batch_commands_count":
-			w.batches = v
-			found++
-		case "engram_wal_batch_commands_sum":
-			w.commands = v
-			found++
-		case "engram_wal_commit_seconds_sum":
-			w.commitSecs = v
-			found++
+	v := metricValues(body)
+	w := walStats{
+		batches:    v["engram_wal_batch_commands_count"],
+		commands:   v["engram_wal_batch_commands_sum"],
+		commitSecs: v["engram_wal_commit_seconds_sum"],
+	}
+	w.ok = has(v, "engram_wal_batch_commands_count", "engram_wal_batch_commands_sum", "engram_wal_commit_seconds_sum")
+	return w
+}
+
+// metricValues parses Prometheus text (with expfmt, the format's own
+// parser) into the values of its unlabeled samples: a gauge, counter or
+// untyped metric under its name, a histogram or summary as name_sum and
+// name_count. Unparsable text gives an empty map.
+func metricValues(body []byte) map[string]float64 {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	out := map[string]float64{}
+	if err != nil {
+		return out
+	}
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			if len(m.GetLabel()) > 0 {
+				continue
+			}
+			switch {
+			case m.Gauge != nil:
+				out[name] = m.GetGauge().GetValue()
+			case m.Counter != nil:
+				out[name] = m.GetCounter().GetValue()
+			case m.Untyped != nil:
+				out[name] = m.GetUntyped().GetValue()
+			case m.Histogram != nil:
+				out[name+"_sum"] = m.GetHistogram().GetSampleSum()
+				out[name+"_count"] = float64(m.GetHistogram().GetSampleCount())
+			case m.Summary != nil:
+				out[name+"_sum"] = m.GetSummary().GetSampleSum()
+				out[name+"_count"] = float64(m.GetSummary().GetSampleCount())
+			}
 		}
 	}
-	w.ok = found == 3
-	return w
+	return out
+}
+
+// has reports whether every name is in v.
+func has(v map[string]float64, names ...string) bool {
+	for _, n := range names {
+		if _, ok := v[n]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // walNote describes what the sequencer did between two scrapes.
