@@ -144,19 +144,12 @@ func queryLimit(c *fiber.Ctx) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil {
-		return 0, badRequest("limit: %q is not an integer", truncate(s))
+		return 0, badRequest("limit: %q is not an integer", engine.Truncate(s))
 	}
 	if n < 1 || n > engine.MaxListLimit {
 		return 0, badRequest("limit: %d out of range 1..%d", n, engine.MaxListLimit)
 	}
 	return n, nil
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 // appendList appends {"<name>":[items...],"next_cursor":..} to dst.

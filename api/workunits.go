@@ -77,7 +77,7 @@ func (h *handlers) listUnits(c *fiber.Ctx) error {
 	case "asc":
 		q.Asc = true
 	default:
-		return badRequest("order: unknown order %q (asc or desc)", truncate(o))
+		return badRequest("order: unknown order %q (asc or desc)", engine.Truncate(o))
 	}
 	page, err := h.eng.ListUnits(q)
 	if err != nil {

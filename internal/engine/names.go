@@ -47,7 +47,7 @@ func checkName(field, s string) error {
 		return invalidf("%s: required", field)
 	}
 	if !ValidName(s) {
-		return invalidf("%s: %q must match ^[A-Za-z0-9._~:@-]{1,128}$", field, truncate(s))
+		return invalidf("%s: %q must match ^[A-Za-z0-9._~:@-]{1,128}$", field, Truncate(s))
 	}
 	return nil
 }
@@ -56,7 +56,7 @@ func checkName(field, s string) error {
 func ParseID(field, s string) (ulid.ULID, error) {
 	id, err := ulid.ParseStrict(s)
 	if err != nil {
-		return id, invalidf("%s: %q is not a ULID (26 characters of Crockford base32)", field, truncate(s))
+		return id, invalidf("%s: %q is not a ULID (26 characters of Crockford base32)", field, Truncate(s))
 	}
 	return id, nil
 }
@@ -70,18 +70,19 @@ func checkMetadata(field string, m map[string]string) error {
 		case k == "":
 			return invalidf("%s: empty key", field)
 		case len(k) > MaxMetadataKeyLen:
-			return invalidf("%s: key %q longer than %d bytes", field, truncate(k), MaxMetadataKeyLen)
+			return invalidf("%s: key %q longer than %d bytes", field, Truncate(k), MaxMetadataKeyLen)
 		case !utf8.ValidString(k) || !utf8.ValidString(v):
-			return invalidf("%s.%s: not valid UTF-8", field, truncate(k))
+			return invalidf("%s.%s: not valid UTF-8", field, Truncate(k))
 		case len(v) > MaxMetadataValueLen:
-			return invalidf("%s.%s: value longer than %d bytes", field, truncate(k), MaxMetadataValueLen)
+			return invalidf("%s.%s: value longer than %d bytes", field, Truncate(k), MaxMetadataValueLen)
 		}
 	}
 	return nil
 }
 
-// truncate shortens s for use in an error message.
-func truncate(s string) string {
+// Truncate shortens s for use in an error message, without cutting a
+// UTF-8 character in half.
+func Truncate(s string) string {
 	const max = 64
 	if len(s) <= max {
 		return s
@@ -122,7 +123,7 @@ func (e enum) check(field, s string) (byte, error) {
 	}
 	c, ok := e.code(s)
 	if !ok {
-		return 0, invalidf("%s: unknown %s %q (one of %s)", field, e.field, truncate(s), strings.Join(e.names, ", "))
+		return 0, invalidf("%s: unknown %s %q (one of %s)", field, e.field, Truncate(s), strings.Join(e.names, ", "))
 	}
 	return c, nil
 }

@@ -206,7 +206,7 @@ func (e *Engine) Related(q RelatedQuery) (ListPage, error) {
 	case "in":
 		out = false
 	default:
-		return ListPage{}, invalidf("direction: unknown direction %q (one of out, in, both)", truncate(q.Direction))
+		return ListPage{}, invalidf("direction: unknown direction %q (one of out, in, both)", Truncate(q.Direction))
 	}
 	// The cursor is "o<index>" (next out relationship) or "i<base64 source>"
 	// (the last in-source returned).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"engram/internal/engine"
 	"engram/internal/router"
 	"engram/internal/wal"
 )
@@ -52,7 +53,7 @@ func (n *Notifier) SSE(c *fiber.Ctx) error {
 	if raw != "" {
 		v, err := strconv.ParseUint(raw, 10, 64)
 		if err != nil {
-			return &BadRequest{fmt.Sprintf("%s: %q is not a seq (a non-negative integer)", field, truncate(raw))}
+			return &BadRequest{fmt.Sprintf("%s: %q is not a seq (a non-negative integer)", field, engine.Truncate(raw))}
 		}
 		after = &v
 	}

@@ -134,7 +134,7 @@ func (s *wsSession) readLoop() {
 		case "":
 			s.reply(serverFrame{Op: "error", ID: f.ID, Code: "invalid_argument", Message: "op: required (subscribe, unsubscribe or ping)"})
 		default:
-			s.reply(serverFrame{Op: "error", ID: f.ID, Code: "invalid_argument", Message: fmt.Sprintf("op: unknown op %q (subscribe, unsubscribe or ping)", truncate(f.Op))})
+			s.reply(serverFrame{Op: "error", ID: f.ID, Code: "invalid_argument", Message: fmt.Sprintf("op: unknown op %q (subscribe, unsubscribe or ping)", engine.Truncate(f.Op))})
 		}
 	}
 }
@@ -200,7 +200,7 @@ func (s *wsSession) unsubscribe(f clientFrame) {
 	sub, ok := s.subs[f.ID]
 	s.mu.Unlock()
 	if !ok {
-		s.reply(serverFrame{Op: "error", ID: f.ID, Code: "not_found", Message: fmt.Sprintf("id: no subscription %q on this connection", truncate(f.ID))})
+		s.reply(serverFrame{Op: "error", ID: f.ID, Code: "not_found", Message: fmt.Sprintf("id: no subscription %q on this connection", engine.Truncate(f.ID))})
 		return
 	}
 	s.n.r.Unsubscribe(sub)
@@ -299,10 +299,3 @@ func (w *wsWriter) ping() error {
 }
 
 func (w *wsWriter) flush() error { return nil }
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
-}
