@@ -199,17 +199,17 @@ func (e *Engine) PatchContext(ctx context.Context, id string, p ContextPatch) (j
 			return nil, err
 		}
 	}
-	for k, v := range p.Metadata {
-		if v != nil {
-			if err := checkMetadata("metadata", map[string]string{k: *v}); err != nil {
-				return nil, err
-			}
-		} else if err := checkMetadata("metadata", map[string]string{k: ""}); err != nil {
-			return nil, err
-		}
-	}
 	if len(p.Metadata) > maxPatchListElements {
 		return nil, invalidf("metadata: %d keys, at most %d", len(p.Metadata), maxPatchListElements)
+	}
+	for k, v := range p.Metadata {
+		val := "" // null: the key is deleted
+		if v != nil {
+			val = *v
+		}
+		if err := checkMetadataEntry("metadata", k, val); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkAgents("add_agents", p.AddAgents, maxPatchListElements); err != nil {
 		return nil, err

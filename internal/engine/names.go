@@ -66,16 +66,24 @@ func checkMetadata(field string, m map[string]string) error {
 		return invalidf("%s: %d keys, at most %d", field, len(m), MaxMetadataKeys)
 	}
 	for k, v := range m {
-		switch {
-		case k == "":
-			return invalidf("%s: empty key", field)
-		case len(k) > MaxMetadataKeyLen:
-			return invalidf("%s: key %q longer than %d bytes", field, Truncate(k), MaxMetadataKeyLen)
-		case !utf8.ValidString(k) || !utf8.ValidString(v):
-			return invalidf("%s.%s: not valid UTF-8", field, Truncate(k))
-		case len(v) > MaxMetadataValueLen:
-			return invalidf("%s.%s: value longer than %d bytes", field, Truncate(k), MaxMetadataValueLen)
+		if err := checkMetadataEntry(field, k, v); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// checkMetadataEntry checks one key and value of a metadata map.
+func checkMetadataEntry(field, k, v string) error {
+	switch {
+	case k == "":
+		return invalidf("%s: empty key", field)
+	case len(k) > MaxMetadataKeyLen:
+		return invalidf("%s: key %q longer than %d bytes", field, Truncate(k), MaxMetadataKeyLen)
+	case !utf8.ValidString(k) || !utf8.ValidString(v):
+		return invalidf("%s.%s: not valid UTF-8", field, Truncate(k))
+	case len(v) > MaxMetadataValueLen:
+		return invalidf("%s.%s: value longer than %d bytes", field, Truncate(k), MaxMetadataValueLen)
 	}
 	return nil
 }
