@@ -101,6 +101,8 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 	if cfg.Notifier != nil {
 		app.Get("/v1/ws", cfg.Notifier.WebSocket())
 		app.Get("/v1/events", cfg.Notifier.SSE)
+		app.Get("/stream", cfg.Notifier.IIIStream())
+		app.Get("/stream/:stream/:group", cfg.Notifier.IIIStream())
 	}
 
 	v1 := app.Group("/v1")
@@ -113,6 +115,15 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 	v1.Post("/workunits/batch", h.createBatch)
 	v1.Get("/workunits/:id", h.getUnit)
 	v1.Get("/workunits/:id/related", h.related)
+	v1.Get("/streams", h.listStreams)
+	v1.Get("/streams/:stream", h.listGroups)
+	v1.Get("/streams/:stream/:group", h.listItems)
+	v1.Post("/streams/:stream/:group/events", h.sendEvent)
+	v1.Put("/streams/:stream/:group/:item", h.putItem)
+	v1.Get("/streams/:stream/:group/:item", h.getItem)
+	v1.Patch("/streams/:stream/:group/:item", h.patchItem)
+	v1.Delete("/streams/:stream/:group/:item", h.deleteItem)
+	v1.Post("/functions/:function_id", h.callFunction)
 
 	// Anything else, whatever the method: the JSON 404 of the contract.
 	app.Use(func(c *fiber.Ctx) error {

@@ -32,6 +32,8 @@ type config struct {
 	RetentionEvents uint64
 	MaxConnections  int
 	MaxSubs         int
+	StreamMaxItems  int
+	StreamSyncMax   int
 	ConfigFile      string
 }
 
@@ -54,6 +56,8 @@ var options = []option{
 	{"retention-events", "ENGRAM_RETENTION_EVENTS", "retention_events", "0", "keep at most this many of the newest log events; 0 keeps all"},
 	{"max-connections", "ENGRAM_MAX_CONNECTIONS", "max_connections", "10000", "most WebSocket and SSE connections at once"},
 	{"max-subscriptions", "ENGRAM_MAX_SUBSCRIPTIONS", "max_subscriptions", "256", "most subscriptions per WebSocket connection (topics per SSE stream)"},
+	{"stream-max-items", "ENGRAM_STREAM_MAX_ITEMS", "stream_max_items", "1000000", "most items in one stream group"},
+	{"stream-sync-max", "ENGRAM_STREAM_SYNC_MAX", "stream_sync_max", "10000", "most items a /stream join's sync holds; larger groups answer sync_too_large"},
 }
 
 // loadConfig merges args, the environment (getenv) and the YAML file named
@@ -176,6 +180,16 @@ func (c *config) set(name, v string) error {
 			c.MaxConnections = n
 		} else {
 			c.MaxSubs = n
+		}
+	case "stream-max-items", "stream-sync-max":
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 1 || n > 1_000_000_000 {
+			return fmt.Errorf("%q is not a number between 1 and 1000000000", v)
+		}
+		if name == "stream-max-items" {
+			c.StreamMaxItems = n
+		} else {
+			c.StreamSyncMax = n
 		}
 	case "shutdown-timeout":
 		if c.ShutdownTimeout, err = time.ParseDuration(v); err != nil || c.ShutdownTimeout <= 0 {

@@ -39,6 +39,7 @@ func run(args []string) int {
 		Addr: cfg.Addr, DataDir: cfg.Data, Sync: cfg.Sync, MaxBody: cfg.MaxBody, Logger: log,
 		RetentionAge: cfg.RetentionAge, RetentionEvents: cfg.RetentionEvents,
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubs,
+		StreamMaxItems: cfg.StreamMaxItems, StreamSyncMax: cfg.StreamSyncMax,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)

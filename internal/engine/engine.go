@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 
@@ -17,6 +18,7 @@ import (
 type Store interface {
 	Get(key []byte) ([]byte, error)
 	NewIter(lower, upper []byte) (*pebble.Iterator, error)
+	NewSnapshot() *pebble.Snapshot
 }
 
 // Sequencer is where the engine's commands go.
@@ -29,20 +31,50 @@ var (
 	_ Sequencer = (*wal.Sequencer)(nil)
 )
 
+// Config holds the engine's limits. The zero value of each field means its
+// default.
+type Config struct {
+	// MaxValueBytes bounds a stream item's value JSON, after an update too
+	// (default 1 MiB: the default body limit).
+	MaxValueBytes int
+	// MaxGroupItems bounds the items of one stream group (default
+	// 1,000,000).
+	MaxGroupItems int
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxValueBytes = 1 << 20
+	DefaultMaxGroupItems = 1_000_000
+)
+
 // Engine runs the domain's commands and queries.
 type Engine struct {
 	store Store
 	seq   Sequencer
+	cfg   Config
 	log   *slog.Logger
 	known knownSet // owned by the writer: touched only inside commands
 }
 
 // New returns an engine reading from store and writing through seq.
-func New(store Store, seq Sequencer, log *slog.Logger) *Engine {
+func New(store Store, seq Sequencer, cfg Config, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{store: store, seq: seq, log: log, known: knownSet{}}
+	if cfg.MaxValueBytes == 0 {
+		cfg.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if cfg.MaxGroupItems == 0 {
+		cfg.MaxGroupItems = DefaultMaxGroupItems
+	}
+	if cfg.MaxValueBytes < 0 {
+		return nil, fmt.Errorf("engine: MaxValueBytes: %d is negative", cfg.MaxValueBytes)
+	}
+	if cfg.MaxGroupItems < 0 {
+		return nil, fmt.Errorf("engine: MaxGroupItems: %d is negative", cfg.MaxGroupItems)
+	}
+	return &Engine{store: store, seq: seq, cfg: cfg, log: log, known: knownSet{}}, nil
 }
 
 // knownSet remembers context ids known to exist, so that a write to an

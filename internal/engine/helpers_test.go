@@ -47,7 +47,11 @@ func newEnv(tb testing.TB) *env {
 			tb.Error(err)
 		}
 	})
-	return &env{e: engine.New(db, seq, nil), seq: seq, db: db}
+	e, err := engine.New(db, seq, engine.Config{}, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &env{e: e, seq: seq, db: db}
 }
 
 func (v *env) head() uint64 { return v.seq.Head() }

@@ -47,6 +47,15 @@ type Config struct {
 	SSEHeartbeat time.Duration
 	// Registerer receives the metrics. Nil means they are not registered.
 	Registerer prometheus.Registerer
+	// Streams serves /stream (iii's stream protocol). Nil means /stream
+	// answers 404.
+	Streams Streams
+	// StreamSyncMax caps the items of a /stream join's sync; a larger group
+	// answers the join with sync_too_large. Zero means 10,000.
+	StreamSyncMax int
+	// StreamSyncMaxBytes caps the size of a sync frame the same way. Zero
+	// means 64 MiB.
+	StreamSyncMaxBytes int
 }
 
 // Notifier serves subscriptions over WebSocket and SSE.
@@ -86,6 +95,8 @@ func New(r *router.Router, cfg Config, log *slog.Logger) (*Notifier, error) {
 	def(&cfg.MaxSubscriptions, 256)
 	def(&cfg.QueueSize, 4096)
 	def(&cfg.MaxFrameBytes, 64<<10)
+	def(&cfg.StreamSyncMax, 10000)
+	def(&cfg.StreamSyncMaxBytes, 64<<20)
 	if cfg.PingInterval == 0 {
 		cfg.PingInterval = 20 * time.Second
 	}
@@ -95,7 +106,7 @@ func New(r *router.Router, cfg Config, log *slog.Logger) (*Notifier, error) {
 	if cfg.SSEHeartbeat == 0 {
 		cfg.SSEHeartbeat = 15 * time.Second
 	}
-	for name, v := range map[string]int{"MaxConnections": cfg.MaxConnections, "MaxSubscriptions": cfg.MaxSubscriptions, "QueueSize": cfg.QueueSize, "MaxFrameBytes": cfg.MaxFrameBytes} {
+	for name, v := range map[string]int{"MaxConnections": cfg.MaxConnections, "MaxSubscriptions": cfg.MaxSubscriptions, "QueueSize": cfg.QueueSize, "MaxFrameBytes": cfg.MaxFrameBytes, "StreamSyncMax": cfg.StreamSyncMax, "StreamSyncMaxBytes": cfg.StreamSyncMaxBytes} {
 		if v < 1 {
 			return nil, fmt.Errorf("notifier: Config.%s %d < 1", name, v)
 		}

@@ -54,6 +54,12 @@ type Config struct {
 	// MaxSubscriptions caps subscriptions per WebSocket connection and
 	// topics per SSE stream. Zero means 256.
 	MaxSubscriptions int
+	// StreamMaxItems caps the items of one stream group. Zero means
+	// 1,000,000.
+	StreamMaxItems int
+	// StreamSyncMax caps the items a /stream join's sync frame holds; a
+	// larger group answers the join with sync_too_large. Zero means 10,000.
+	StreamSyncMax int
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -126,8 +132,8 @@ func New(cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
-	s.ntf, err = notifier.New(s.rt, notifier.Config{
-		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, Registerer: s.reg,
+	s.eng, err = engine.New(db, s.seq, engine.Config{
+		MaxValueBytes: int(cfg.MaxBody), MaxGroupItems: cfg.StreamMaxItems,
 	}, s.log)
 	if err != nil {
 		s.seq.Close()
@@ -135,7 +141,26 @@ func New(cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
-	s.eng = engine.New(db, s.seq, s.log)
+	// Presence: joins of a process that ended without their leaves (a
+	// crash) are left now, before any client can join.
+	if n, err := s.eng.RecoverJoins(context.Background()); err != nil {
+		s.seq.Close()
+		s.rt.Close()
+		db.Close()
+		return nil, fmt.Errorf("server: recover stream joins: %w", err)
+	} else if n > 0 {
+		s.log.Info("emitted stream.leave for joins left open by the last run", "joins", n)
+	}
+	s.ntf, err = notifier.New(s.rt, notifier.Config{
+		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, Registerer: s.reg,
+		Streams: s.eng, StreamSyncMax: cfg.StreamSyncMax,
+	}, s.log)
+	if err != nil {
+		s.seq.Close()
+		s.rt.Close()
+		db.Close()
+		return nil, err
+	}
 	s.app = api.New(s.eng, api.Config{
 		MaxBody:    int(cfg.MaxBody),
 		Ready:      s.seq.Healthy,

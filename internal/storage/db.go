@@ -271,3 +271,20 @@ func (db *DB) OldestSeq() (uint64, error) {
 func SetOldestSeq(b *pebble.Batch, seq uint64) error {
 	return b.Set(metaOldestSeq, binary.BigEndian.AppendUint64(nil, seq), nil)
 }
+
+// SnapshotHeadSeq reads the head seq as of snap: the last seq whose batch
+// the snapshot holds (0 for an empty store).
+func SnapshotHeadSeq(snap *pebble.Snapshot) (uint64, error) {
+	v, closer, err := snap.Get(metaHeadSeq)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("storage: get head: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, errors.New("storage: corrupt head seq")
+	}
+	return binary.BigEndian.Uint64(v), nil
+}

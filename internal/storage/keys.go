@@ -48,6 +48,22 @@ const (
 	// nsUnitIn: the reverse relationship index. target ULID (16) + source
 	// ULID (16) + relationship type (1 byte) → empty.
 	nsUnitIn byte = 0x13
+
+	// nsStreamItem: stream items, clustered by stream and group so that a
+	// group lists in item-id order with one scan. stream + group + item id
+	// (strings) → the item's value JSON.
+	nsStreamItem byte = 0x20
+
+	// nsStreamGroup: the groups of each stream with their item counts, so
+	// that listing groups never scans items and the per-group item limit is
+	// one read. stream + group (strings) → uint64 item count; absent when
+	// the group holds no items.
+	nsStreamGroup byte = 0x21
+
+	// nsStreamJoin: live joins of /stream subscribers (presence), recorded
+	// so that the leaves a crash swallowed are emitted at the next start.
+	// join id (ULID, 16 bytes) → join record (engine's JSON).
+	nsStreamJoin byte = 0x22
 )
 
 var (
@@ -227,3 +243,59 @@ func PrefixEnd(p []byte) []byte {
 	}
 	return nil // p is all 0xFF: no upper bound
 }
+
+// StreamGroupItemsPrefix is the prefix of every item key of a group.
+func StreamGroupItemsPrefix(stream, group string) []byte {
+	return AppendString(AppendString([]byte{nsStreamItem}, stream), group)
+}
+
+// StreamItemKey is the key of an item.
+func StreamItemKey(stream, group, item string) []byte {
+	return AppendString(StreamGroupItemsPrefix(stream, group), item)
+}
+
+// StreamItemID decodes the item id of an item key under prefix (its
+// StreamGroupItemsPrefix).
+func StreamItemID(prefix, key []byte) (string, error) {
+	if !bytes.HasPrefix(key, prefix) {
+		return "", ErrBadKey
+	}
+	id, rest, err := DecodeString(key[len(prefix):])
+	if err != nil || len(rest) != 0 {
+		return "", ErrBadKey
+	}
+	return id, nil
+}
+
+// StreamGroupKey is the key of a group's item count.
+func StreamGroupKey(stream, group string) []byte {
+	return AppendString(StreamGroupPrefix(stream), group)
+}
+
+// StreamGroupPrefix is the prefix of every group key of a stream.
+func StreamGroupPrefix(stream string) []byte { return AppendString([]byte{nsStreamGroup}, stream) }
+
+// StreamGroupsPrefix bounds every group key of every stream.
+func StreamGroupsPrefix() []byte { return []byte{nsStreamGroup} }
+
+// StreamGroupOf decodes the stream and group of a group key.
+func StreamGroupOf(key []byte) (stream, group string, err error) {
+	if len(key) == 0 || key[0] != nsStreamGroup {
+		return "", "", ErrBadKey
+	}
+	stream, rest, err := DecodeString(key[1:])
+	if err != nil {
+		return "", "", ErrBadKey
+	}
+	group, rest, err = DecodeString(rest)
+	if err != nil || len(rest) != 0 {
+		return "", "", ErrBadKey
+	}
+	return stream, group, nil
+}
+
+// StreamJoinKey is the key of a recorded join.
+func StreamJoinKey(id [16]byte) []byte { return append([]byte{nsStreamJoin}, id[:]...) }
+
+// StreamJoinPrefix bounds every recorded join.
+func StreamJoinPrefix() []byte { return []byte{nsStreamJoin} }

@@ -1,0 +1,178 @@
+package api
+
+import (
+	"bufio"
+	"encoding/json"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+
+	"engram/internal/engine"
+	"engram/internal/jsonx"
+)
+
+func itemRef(c *fiber.Ctx) engine.ItemRef {
+	return engine.ItemRef{Stream: c.Params("stream"), Group: c.Params("group"), Item: c.Params("item")}
+}
+
+func (h *handlers) putItem(c *fiber.Ctx) error {
+	ch, err := h.eng.SetItem(c.UserContext(), itemRef(c), c.Body())
+	if err != nil {
+		return err
+	}
+	return sendChange(c, ch)
+}
+
+func (h *handlers) getItem(c *fiber.Ctx) error {
+	v, err := h.eng.GetItem(itemRef(c))
+	if err != nil {
+		return err
+	}
+	b := append(append([]byte(`{"value":`), v...), '}')
+	return sendJSON(c, fiber.StatusOK, b)
+}
+
+func (h *handlers) deleteItem(c *fiber.Ctx) error {
+	ch, err := h.eng.DeleteItem(c.UserContext(), itemRef(c))
+	if err != nil {
+		return err
+	}
+	b := append(append([]byte(`{"old_value":`), ch.OldValue...), '}')
+	return sendJSON(c, fiber.StatusOK, b)
+}
+
+// updateBody is the body of PATCH /v1/streams/{stream}/{group}/{item}.
+type updateBody struct {
+	Ops []engine.StreamOp `json:"ops"`
+}
+
+func (h *handlers) patchItem(c *fiber.Ctx) error {
+	var in updateBody
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	if in.Ops == nil {
+		return badRequest("ops: required (an array of update ops)")
+	}
+	ch, err := h.eng.UpdateItem(c.UserContext(), itemRef(c), in.Ops)
+	if err != nil {
+		return err
+	}
+	return sendChange(c, ch)
+}
+
+// sendChange answers {"old_value":..,"new_value":..,"errors"?:[..]}.
+func sendChange(c *fiber.Ctx, ch *engine.StreamChange) error {
+	b, err := json.Marshal(ch)
+	if err != nil {
+		return err
+	}
+	return sendJSON(c, fiber.StatusOK, b)
+}
+
+func (h *handlers) listItems(c *fiber.Ctx) error {
+	limit, err := queryLimit(c)
+	if err != nil {
+		return err
+	}
+	items, next, err := h.eng.ListItems(c.Params("stream"), c.Params("group"), limit, c.Query("cursor"))
+	if err != nil {
+		return err
+	}
+	raw := make([][]byte, len(items))
+	for i, it := range items {
+		b := append([]byte(`{"id":`), jsonx.AppendString(nil, it.ID)...)
+		b = append(b, `,"value":`...)
+		b = append(b, it.Value...)
+		raw[i] = append(b, '}')
+	}
+	return sendJSON(c, fiber.StatusOK, appendList(nil, "items", raw, next))
+}
+
+func (h *handlers) listGroups(c *fiber.Ctx) error {
+	groups, err := h.eng.ListGroups(c.Params("stream"))
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(struct {
+		Groups []string `json:"groups"`
+	}{groups})
+	if err != nil {
+		return err
+	}
+	return sendJSON(c, fiber.StatusOK, b)
+}
+
+func (h *handlers) listStreams(c *fiber.Ctx) error {
+	return h.sendStreams(c, "streams")
+}
+
+// sendStreams answers {"<key>":[{"id":..,"groups":[..]}],"count":n}: REST
+// names the list "streams", iii's stream::list_all "stream".
+func (h *handlers) sendStreams(c *fiber.Ctx, key string) error {
+	streams, err := h.eng.ListStreams()
+	if err != nil {
+		return err
+	}
+	list, err := json.Marshal(streams)
+	if err != nil {
+		return err
+	}
+	b := append([]byte(`{"`), key...)
+	b = append(b, `":`...)
+	b = append(b, list...)
+	b = append(b, `,"count":`...)
+	b = strconv.AppendInt(b, int64(len(streams)), 10)
+	return sendJSON(c, fiber.StatusOK, append(b, '}'))
+}
+
+func (h *handlers) sendEvent(c *fiber.Ctx) error {
+	var in engine.SendInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	seq, err := h.eng.SendEvent(c.UserContext(), c.Params("stream"), c.Params("group"), in)
+	if err != nil {
+		return err
+	}
+	return sendJSON(c, fiber.StatusAccepted, append(strconv.AppendUint([]byte(`{"seq":`), seq, 10), '}'))
+}
+
+// streamGroupValues streams {"<key>":[value,...]} of a whole group from one
+// snapshot, so that a group of any size is never held in memory at once.
+func (h *handlers) streamGroupValues(c *fiber.Ctx, stream, group, key string) error {
+	scan, err := h.eng.ScanGroup(stream, group)
+	if err != nil {
+		return err
+	}
+	c.Status(fiber.StatusOK)
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer scan.Close()
+		w.WriteString(`{"`)
+		w.WriteString(key)
+		w.WriteString(`":[`)
+		first := true
+		for {
+			_, v, ok := scan.Next()
+			if !ok {
+				break
+			}
+			if !first {
+				w.WriteByte(',')
+			}
+			first = false
+			if _, err := w.Write(v); err != nil {
+				return // the client went away
+			}
+		}
+		if err := scan.Err(); err != nil {
+			// The status is sent: all that is left is to end the body
+			// short, so that the client sees broken JSON, not a short list.
+			h.log.Error("stream list failed", "stream", stream, "group", group, "err", err)
+			return
+		}
+		w.WriteString("]}")
+	})
+	return nil
+}

@@ -1,0 +1,223 @@
+package engine
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"engram/internal/storage"
+)
+
+// GetItem returns an item's value; not found when it is absent.
+func (e *Engine) GetItem(r ItemRef) (json.RawMessage, error) {
+	if err := r.check(); err != nil {
+		return nil, err
+	}
+	v, ok, err := e.get(storage.StreamItemKey(r.Stream, r.Group, r.Item))
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, notFoundf("stream item %s/%s/%s not found", r.Stream, r.Group, r.Item)
+	}
+	return v, nil
+}
+
+// StreamItem is an item with its id.
+type StreamItem struct {
+	ID    string          `json:"id"`
+	Value json.RawMessage `json:"value"`
+}
+
+// ListItems lists a group's items by id, a page at a time.
+func (e *Engine) ListItems(stream, group string, limit int, cursor string) ([]StreamItem, string, error) {
+	if err := checkGroup(stream, group); err != nil {
+		return nil, "", err
+	}
+	limit, err := CheckLimit(limit)
+	if err != nil {
+		return nil, "", err
+	}
+	prefix := storage.StreamGroupItemsPrefix(stream, group)
+	lower := prefix
+	if cursor != "" {
+		after, err := decodeCursor("item", cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		// The smallest key after the cursor's: its key with a 0 byte added.
+		lower = append(storage.StreamItemKey(stream, group, after), 0)
+	}
+	it, err := e.store.NewIter(lower, storage.PrefixEnd(prefix))
+	if err != nil {
+		return nil, "", err
+	}
+	defer it.Close()
+	out := make([]StreamItem, 0, min(limit, 64))
+	for ok := it.First(); ok; ok = it.Next() {
+		if len(out) == limit {
+			return out, encodeCursor("item", out[len(out)-1].ID), nil
+		}
+		id, err := storage.StreamItemID(prefix, it.Key())
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, StreamItem{ID: id, Value: slices.Clone(it.Value())})
+	}
+	return out, "", it.Error()
+}
+
+// A GroupScan reads a whole group from one consistent snapshot, item by
+// item, without loading it: stream::list and /stream sync use it.
+type GroupScan struct {
+	snap   *pebble.Snapshot
+	it     *pebble.Iterator
+	prefix []byte
+	// Seq is the last seq the snapshot holds: every change of the group up
+	// to it is in the scan, none after it.
+	Seq uint64
+	// Count is the group's item count.
+	Count uint64
+	ok    bool
+	err   error
+}
+
+// ScanGroup opens a scan of a group's items in id order. The caller must
+// Close it.
+func (e *Engine) ScanGroup(stream, group string) (*GroupScan, error) {
+	if err := checkGroup(stream, group); err != nil {
+		return nil, err
+	}
+	snap := e.store.NewSnapshot()
+	seq, err := storage.SnapshotHeadSeq(snap)
+	if err != nil {
+		snap.Close()
+		return nil, err
+	}
+	var count uint64
+	if v, closer, err := snap.Get(storage.StreamGroupKey(stream, group)); err == nil {
+		if len(v) == 8 {
+			count = binary.BigEndian.Uint64(v)
+		}
+		closer.Close()
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		snap.Close()
+		return nil, err
+	}
+	prefix := storage.StreamGroupItemsPrefix(stream, group)
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: storage.PrefixEnd(prefix)})
+	if err != nil {
+		snap.Close()
+		return nil, err
+	}
+	s := &GroupScan{snap: snap, it: it, prefix: prefix, Seq: seq, Count: count}
+	s.ok = it.First()
+	return s, nil
+}
+
+// Next returns the next item; ok is false at the end (or on an error: see
+// Err). The slices are valid until the next call.
+func (s *GroupScan) Next() (id string, value []byte, ok bool) {
+	if !s.ok || s.err != nil {
+		return "", nil, false
+	}
+	id, err := storage.StreamItemID(s.prefix, s.it.Key())
+	if err != nil {
+		s.err = err
+		return "", nil, false
+	}
+	value = s.it.Value()
+	s.ok = s.it.Next()
+	return id, value, true
+}
+
+// Err is the scan's error, if it ended on one.
+func (s *GroupScan) Err() error {
+	if s.err != nil {
+		return s.err
+	}
+	return s.it.Error()
+}
+
+// Close releases the scan.
+func (s *GroupScan) Close() {
+	s.it.Close()
+	s.snap.Close()
+}
+
+// ListGroups lists a stream's groups (those holding items), by id.
+func (e *Engine) ListGroups(stream string) ([]string, error) {
+	if err := checkName("stream_name", stream); err != nil {
+		return nil, err
+	}
+	prefix := storage.StreamGroupPrefix(stream)
+	it, err := e.store.NewIter(prefix, storage.PrefixEnd(prefix))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := []string{}
+	for ok := it.First(); ok; ok = it.Next() {
+		_, g, err := storage.StreamGroupOf(it.Key())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, g)
+	}
+	return out, it.Error()
+}
+
+// StreamGroups is a stream with its groups.
+type StreamGroups struct {
+	ID     string   `json:"id"`
+	Groups []string `json:"groups"`
+}
+
+// ListStreams lists every stream holding items, with its groups, by id.
+func (e *Engine) ListStreams() ([]StreamGroups, error) {
+	prefix := storage.StreamGroupsPrefix()
+	it, err := e.store.NewIter(prefix, storage.PrefixEnd(prefix))
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	out := []StreamGroups{}
+	for ok := it.First(); ok; ok = it.Next() {
+		s, g, err := storage.StreamGroupOf(it.Key())
+		if err != nil {
+			return nil, err
+		}
+		if n := len(out); n == 0 || out[n-1].ID != s {
+			out = append(out, StreamGroups{ID: s})
+		}
+		out[len(out)-1].Groups = append(out[len(out)-1].Groups, g)
+	}
+	return out, it.Error()
+}
+
+// ItemAt reads an item from a fresh snapshot: its value (nil when absent)
+// and the last seq the snapshot holds, so that a subscriber can skip the
+// live events the value already reflects.
+func (e *Engine) ItemAt(r ItemRef) ([]byte, uint64, error) {
+	if err := r.check(); err != nil {
+		return nil, 0, err
+	}
+	snap := e.store.NewSnapshot()
+	defer snap.Close()
+	seq, err := storage.SnapshotHeadSeq(snap)
+	if err != nil {
+		return nil, 0, err
+	}
+	v, closer, err := snap.Get(storage.StreamItemKey(r.Stream, r.Group, r.Item))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, seq, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	defer closer.Close()
+	return slices.Clone(v), seq, nil
+}
