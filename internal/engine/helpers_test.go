@@ -30,6 +30,12 @@ type env struct {
 // first) when the test ends.
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
+	return newEnvCfg(tb, engine.Config{})
+}
+
+// newEnvCfg is newEnv with the engine's limits set.
+func newEnvCfg(tb testing.TB, cfg engine.Config) *env {
+	tb.Helper()
 	db, err := storage.Open(storage.Config{Dir: "/data", FS: vfs.NewMem(), CacheBytes: 8 << 20}, nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -47,7 +53,7 @@ func newEnv(tb testing.TB) *env {
 			tb.Error(err)
 		}
 	})
-	e, err := engine.New(db, seq, engine.Config{}, nil)
+	e, err := engine.New(db, seq, cfg, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -204,6 +204,9 @@ func (e *Engine) UpdateItem(ctx context.Context, r ItemRef, ops []StreamOp) (*St
 		if len(value) > e.cfg.MaxValueBytes {
 			return nil, invalidf("ops: the updated value would be %d bytes, over the limit of %d", len(value), e.cfg.MaxValueBytes)
 		}
+		if jsonx.CheckDepth(value, jsonx.MaxDepth) != nil {
+			return nil, invalidf("ops: the updated value would nest deeper than %d levels", jsonx.MaxDepth)
+		}
 		seq, err := e.putItem(tx, r, old, value)
 		if err != nil {
 			return nil, err
