@@ -1,5 +1,5 @@
 // Package client is the Go client of Engram's v1 HTTP API: typed methods for
-// the REST endpoints (contexts, work units, health) and a self-healing
+// the REST endpoints (contexts, work units, stream items, health) and a self-healing
 // WebSocket subscription to the event log.
 //
 // A [Client] is safe for concurrent use. Every method takes a
@@ -11,9 +11,10 @@
 // path of the request, so errors.Is(err, context.DeadlineExceeded) works.
 //
 // Lists come in two forms: one page at a time ([Client.ListContexts],
-// [Client.ListUnits], [Client.Related]), with the page's NextCursor to pass
-// back, and as iterators that follow the cursors for you ([Client.AllContexts],
-// [Client.AllUnits], [Client.AllRelated]).
+// [Client.ListUnits], [Client.Related], [Client.ListItems]), with the page's
+// NextCursor to pass back, and as iterators that follow the cursors for you
+// ([Client.AllContexts], [Client.AllUnits], [Client.AllRelated],
+// [Client.AllItems]).
 //
 // [Client.Subscribe] follows one topic of the event log ("contexts/c1", or a
 // prefix "contexts/*") over /v1/ws. The [Subscription] reconnects by itself,

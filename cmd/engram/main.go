@@ -1,5 +1,5 @@
 // Command engram is the Engram CLI: the load generator (bench), tail,
-// health and, later, queue/lock/stream/cron/search/backup/restore/verify/
+// health, stream and, later, queue/lock/cron/search/backup/restore/verify/
 // keygen.
 //
 // Each subcommand is one entry in the commands map below; it gets its own
@@ -32,6 +32,7 @@ var commands = map[string]command{
 	"bench":  {summary: "measure write/read throughput and latency against the same-run machine ceilings", run: runBench},
 	"tail":   {summary: "print a topic's events as JSON lines, live, resuming after a dropped connection", run: runTail},
 	"health": {summary: "exit 0 when the server is ready (for container health checks)", run: runHealth},
+	"stream": {summary: "get, set, update, delete and list stream items (engram stream -h)", run: runStream},
 }
 
 // errUsage marks an error already explained to the user (bad flags, -h):
