@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"sort"
@@ -70,8 +71,11 @@ func (h *handlers) callFunction(c *fiber.Ctx) error {
 			"function " + strconv.Quote(engine.Truncate(id)) + " not found (known: " + functionNames() + ")"}
 	}
 	var in functionInput
-	if err := decode(c, &in); err != nil {
-		return err
+	// No payload is {} (stream::list_all takes nothing).
+	if len(bytes.TrimSpace(c.Body())) > 0 {
+		if err := decode(c, &in); err != nil {
+			return err
+		}
 	}
 	if err := checkFields(&in, fn); err != nil {
 		return err

@@ -30,7 +30,8 @@ type Join struct {
 // MaxSubscriptionIDLen bounds a /stream subscriptionId.
 const MaxSubscriptionIDLen = 256
 
-func (j *Join) check() error {
+// Check validates a join as a client sent it.
+func (j *Join) Check() error {
 	if err := checkName("streamName", j.Stream); err != nil {
 		return err
 	}
@@ -64,7 +65,7 @@ func (j *Join) presenceData() []byte {
 // JoinStream records a join and emits stream.join. It returns the join's
 // id, which LeaveStream takes.
 func (e *Engine) JoinStream(ctx context.Context, j Join) (ulid.ULID, error) {
-	if err := j.check(); err != nil {
+	if err := j.Check(); err != nil {
 		return ulid.ULID{}, err
 	}
 	rec, err := json.Marshal(&j)

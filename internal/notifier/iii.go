@@ -377,6 +377,10 @@ func (s *iiiSession) join(d iiiJoinData) {
 		s.fail(iiiErrorFrame{Code: code, Message: msg, SubscriptionID: d.SubscriptionID, StreamName: d.StreamName, GroupID: d.GroupID, ID: d.ID})
 	}
 	j := engine.Join{Stream: d.StreamName, Group: d.GroupID, Item: d.ID, SubscriptionID: d.SubscriptionID}
+	if err := j.Check(); err != nil {
+		fail("invalid_argument", err.Error())
+		return
+	}
 	s.mu.Lock()
 	_, dup := s.joins[d.SubscriptionID]
 	full := len(s.joins) >= s.n.cfg.MaxSubscriptions
@@ -390,22 +394,6 @@ func (s *iiiSession) join(d iiiJoinData) {
 		return
 	}
 	ij := &iiiJoin{data: d}
-	// The presence event first: when it fails nothing is left to undo.
-	ctx, cancel := context.WithTimeout(context.Background(), presenceTimeout)
-	id, err := s.n.cfg.Streams.JoinStream(ctx, j)
-	cancel()
-	if err != nil {
-		code, msg := errorCode(err)
-		fail(code, msg)
-		return
-	}
-	ij.joinID = id
-	ok := false
-	defer func() {
-		if !ok {
-			s.leaveID(id)
-		}
-	}()
 	sub, _, err := s.n.r.Subscribe(router.Request{ID: d.SubscriptionID, Topics: []string{engine.StreamTopic(d.StreamName, d.GroupID)}}, joinSink{c: s.c, j: ij})
 	if err != nil {
 		if errors.Is(err, router.ErrClosed) {
@@ -429,11 +417,21 @@ func (s *iiiSession) join(d iiiJoinData) {
 		return
 	}
 	ij.skipThrough.Store(seq)
+	// Presence once the join is sure to stand. The subscription holds the
+	// group's events meanwhile: Start hands them over.
+	ctx, cancel := context.WithTimeout(context.Background(), presenceTimeout)
+	ij.joinID, err = s.n.cfg.Streams.JoinStream(ctx, j)
+	cancel()
+	if err != nil {
+		s.n.r.Unsubscribe(sub)
+		code, msg := errorCode(err)
+		fail(code, msg)
+		return
+	}
 	s.mu.Lock()
 	s.joins[d.SubscriptionID] = ij
 	s.mu.Unlock()
 	s.n.m.subs.WithLabelValues("iii").Inc()
-	ok = true
 	if err := s.c.enqueue(context.Background(), item{raw: syncMsg}); err != nil {
 		return // the connection is closing: leaveAll cleans up
 	}
