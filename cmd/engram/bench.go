@@ -51,16 +51,18 @@ type benchConfig struct {
 	IdleSubs      int     // idle WebSocket subscribers of the memory scenario
 	ServerBin     string  // the Engram server binary; "" = go build engram/cmd/server
 	FanoutInproc  bool    // run the fan-out server in the bench process
+
+	StreamsSubs int // /stream subscribers of the streams fan-out
 }
 
 // benchGroups are the groups --only selects from, each with the ceilings
 // its budgets need.
-var benchGroups = []string{"disk", "write", "batch", "list", "fanout", "memory"}
+var benchGroups = []string{"disk", "write", "batch", "list", "fanout", "memory", "streams"}
 
 // wantHTTP says whether any group that uses the in-process server and
 // the trivial app runs.
 func (c benchConfig) wantHTTP() bool {
-	return c.want("disk") || c.want("write") || c.want("batch") || c.want("list")
+	return c.want("disk") || c.want("write") || c.want("batch") || c.want("list") || c.want("streams")
 }
 
 // want says whether group g runs.
@@ -87,7 +89,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.StringVar(&cfg.Sync, "sync", "always", "server sync mode: always (budgets apply) or none")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "directory: write a CPU profile of this process during each server scenario into it, named after the scenario (write.c64.pprof, ...); it includes the fasthttp driver when that drives the load, and the subscriber clients in the fan-out scenarios (whose server it moves into this process), and costs a few % of throughput")
 	var only, clients string
-	fs.StringVar(&only, "only", "", "comma-separated groups to run (default all): disk (fsync and Pebble 64-writer ceilings), write (trivial handler and durable writes), batch (Pebble batches and batch insert), list (trivial GET and list), fanout (raw WebSocket broadcast ceiling, WebSocket and SSE fan-out), memory (server RSS with idle WebSocket subscribers)")
+	fs.StringVar(&only, "only", "", "comma-separated groups to run (default all): disk (fsync and Pebble 64-writer ceilings), write (trivial handler and durable writes), batch (Pebble batches and batch insert), list (trivial GET and list), fanout (raw WebSocket broadcast ceiling, WebSocket and SSE fan-out), memory (server RSS with idle WebSocket subscribers), streams (trivial handler, stream set and update at 1 and 64 clients; raw broadcast ceiling and /stream fan-out)")
 	fs.StringVar(&clients, "clients", "1,16,64", "comma-separated client counts of the durable-write scenario (budgets use 1 and 64)")
 	fs.DurationVar(&cfg.WaitQuiet, "wait-quiet", 0, "before each measurement wait up to this long until other processes use under 0.2 cores (for shared machines; 0 = don't wait)")
 	fs.IntVar(&cfg.Retries, "retries", 0, "re-run a ceiling/scenario step up to this many times when other processes used over 0.2 cores during it, keeping the quietest attempt")
@@ -97,6 +99,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.Float64Var(&cfg.FanoutRate, "fanout-rate", 50, "fanout: the paced rate, events/s (the budget is at 50)")
 	fs.IntVar(&cfg.FanoutWindow, "fanout-window", 256, "fanout: at saturation, events in flight (posted, not yet received by every subscriber) at most; also the raw broadcaster's per-connection queue")
 	fs.IntVar(&cfg.FanoutPosters, "fanout-writers", 256, "fanout: concurrent writers at saturation (as many as --fanout-window, so that the window and not the writers' latency under load sets the pace)")
+	fs.IntVar(&cfg.StreamsSubs, "streams-subs", 1000, "streams: /stream subscribers joined to the fanned-out group (the applied budgets use 1000); the rate, window and writers are --fanout-rate, --fanout-window and --fanout-writers")
 	fs.IntVar(&cfg.IdleSubs, "idle-subs", 10000, "memory: idle WebSocket subscribers (scaled down, and said so, when the fd limit is lower)")
 	fs.StringVar(&cfg.ServerBin, "server-bin", "", "fanout, memory: the Engram server binary to run as a separate process (default: go build engram/cmd/server into the data dir)")
 	fs.BoolVar(&cfg.FanoutInproc, "fanout-inproc", false, "fanout: run the Engram server in the bench process (implied by --cpuprofile, which profiles only this process); the memory scenario always runs it apart")
@@ -113,6 +116,8 @@ same run on the same machine:
     subscribers at 50 events/s and at saturation (deliveries/s, latency
     from the writer's stamp to receipt, delivered versus expected)
   the server's RSS with 10,000 idle WebSocket subscribers
+  stream item set (PUT) and update (PATCH increment) at 1 and 64 clients,
+    and fan-out of one stream group to 1,000 /stream subscribers
 Ceilings: append+fdatasync in the data dir, Pebble synced commits (%d
 goroutines, and %d-record batches), a trivial handler on the same Fiber
 stack under the same load, a prepared 300 B WebSocket frame broadcast to
@@ -176,8 +181,8 @@ Flags:
 		}
 		cfg.FanoutSubs = append(cfg.FanoutSubs, n)
 	}
-	if cfg.SSESubs < 0 || cfg.IdleSubs < 1 || cfg.FanoutRate <= 0 || cfg.FanoutWindow < 1 || cfg.FanoutPosters < 1 {
-		fmt.Fprintln(stderr, "engram bench: --sse-subs must be >= 0; --idle-subs, --fanout-rate, --fanout-window and --fanout-writers positive")
+	if cfg.SSESubs < 0 || cfg.IdleSubs < 1 || cfg.StreamsSubs < 1 || cfg.FanoutRate <= 0 || cfg.FanoutWindow < 1 || cfg.FanoutPosters < 1 {
+		fmt.Fprintln(stderr, "engram bench: --sse-subs must be >= 0; --idle-subs, --streams-subs, --fanout-rate, --fanout-window and --fanout-writers positive")
 		return cfg, errUsage
 	}
 	if cfg.CPUProfile != "" && cfg.want("fanout") && !set["fanout-inproc"] {
@@ -257,8 +262,13 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	if cfg.want("memory") {
 		b.rep.Config.IdleSubs = cfg.IdleSubs
 	}
+	if cfg.want("streams") && !cfg.want("fanout") {
+		c := &b.rep.Config
+		c.FanoutRate, c.FanoutWindow, c.FanoutPosters = cfg.FanoutRate, cfg.FanoutWindow, cfg.FanoutPosters
+	}
 	runErr := b.run(ctx)
 	b.rep.Budgets = append(computeBudgets(b.rep.Measurements, cfg.Sync), computeRealtimeBudgets(b.rep.Measurements, cfg.Sync)...)
+	b.rep.Budgets = append(b.rep.Budgets, computeStreamsBudgets(b.rep.Measurements, cfg.Sync)...)
 	if runErr != nil {
 		b.rep.Error = runErr.Error()
 	}
@@ -380,7 +390,9 @@ func (b *bench) show(m measurement) {
 // trivial handler and the durable writes, then Pebble batches and the batch
 // insert, then the list ceiling and the list; then the real-time
 // scenarios: per subscriber count the raw broadcast and the fan-out, then
-// SSE, then the memory of idle subscribers.
+// SSE, then the memory of idle subscribers. The streams group runs its
+// set and update after the list (per client count: the trivial handler,
+// set, update) and its fan-out last (raw broadcast, then /stream).
 func (b *bench) run(ctx context.Context) error {
 	b.progress("engram bench: driver %s, %s per scenario, data dir %s", b.drv.Name(), b.cfg.Duration, b.dataDir)
 	s0 := sampleCPU()
@@ -401,6 +413,11 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	if b.cfg.want("memory") {
 		if err := b.memoryScenario(ctx); err != nil {
+			return err
+		}
+	}
+	if b.cfg.want("streams") {
+		if err := b.streamsFanout(ctx); err != nil {
 			return err
 		}
 	}
@@ -490,6 +507,13 @@ func (b *bench) runHTTP(ctx context.Context) (err error) {
 	// List the last 100 of a context with 10k units.
 	if b.cfg.want("list") {
 		if err := b.listScenario(ctx, srvURL, trivURL); err != nil {
+			return err
+		}
+	}
+
+	// Stream item set and update (the streams group's HTTP half).
+	if b.cfg.want("streams") {
+		if err := b.streamsHTTP(ctx, srvURL, trivURL); err != nil {
 			return err
 		}
 	}

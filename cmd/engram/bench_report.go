@@ -317,6 +317,9 @@ func budgetUses(b budgetResult, id string) bool {
 	if uses, known := realtimeBudgetUses(b, id); known {
 		return uses
 	}
+	if uses, known := streamsBudgetUses(b, id); known {
+		return uses
+	}
 	switch {
 	case strings.HasPrefix(b.Name, "durable write, 1 client"):
 		return id == "write.c1" || id == "ceiling.trivial_post.c1" || id == "ceiling.fsync"
@@ -374,6 +377,8 @@ type reportConfig struct {
 	IdleSubs      int     `json:"idle_subscribers,omitempty"`
 	FanoutServer  string  `json:"fanout_server,omitempty"`
 	FDLimit       uint64  `json:"fd_limit,omitempty"`
+	// Streams is the streams group's setup (nil when it did not run).
+	Streams *sbReportConfig `json:"streams,omitempty"`
 }
 
 // fmtMs formats milliseconds with a precision that suits the magnitude.
@@ -480,6 +485,7 @@ func formatReport(r benchReport) string {
 	}
 	tw.Flush()
 	sb.WriteString(formatRealtime(r))
+	sb.WriteString(formatStreams(r))
 
 	sb.WriteString("\n-- budgets (DESIGN.md \"Performance budgets\"; ceilings from this run) --\n")
 	tw = tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
