@@ -124,6 +124,14 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 	v1.Patch("/streams/:stream/:group/:item", h.patchItem)
 	v1.Delete("/streams/:stream/:group/:item", h.deleteItem)
 	v1.Post("/functions/:function_id", h.callFunction)
+	v1.Get("/queues", h.listQueues)
+	v1.Get("/queues/:topic", h.queueStats)
+	v1.Post("/queues/:topic/messages", h.publish)
+	v1.Post("/queues/:topic/lease", h.lease)
+	v1.Post("/queues/:topic/ack", h.ack)
+	v1.Post("/queues/:topic/nack", h.nack)
+	v1.Get("/queues/:topic/dead", h.listDead)
+	v1.Post("/queues/:topic/redrive", h.redrive)
 
 	// Anything else, whatever the method: the JSON 404 of the contract.
 	app.Use(func(c *fiber.Ctx) error {

@@ -23,6 +23,7 @@ var errorTable = []struct {
 	{engine.ErrInvalid, fiber.StatusBadRequest, "invalid_argument"},
 	{engine.ErrNotFound, fiber.StatusNotFound, "not_found"},
 	{engine.ErrConflict, fiber.StatusConflict, "conflict"},
+	{engine.ErrGone, fiber.StatusGone, "gone"},
 	{wal.ErrUnavailable, fiber.StatusServiceUnavailable, "unavailable"},
 	{wal.ErrClosed, fiber.StatusServiceUnavailable, "unavailable"},
 	{context.Canceled, fiber.StatusServiceUnavailable, "unavailable"},

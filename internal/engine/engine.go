@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"engram/internal/storage"
 	"engram/internal/wal"
@@ -40,12 +43,19 @@ type Config struct {
 	// MaxGroupItems bounds the items of one stream group (default
 	// 1,000,000).
 	MaxGroupItems int
+	// QueueMetricsTopics caps the topics engram_queue_depth reports by
+	// name; the rest are summed under topic="other" (default 100).
+	QueueMetricsTopics int
+	// Registerer receives the engine's metrics. Nil means they are not
+	// registered.
+	Registerer prometheus.Registerer
 }
 
 // Defaults of Config.
 const (
-	DefaultMaxValueBytes = 1 << 20
-	DefaultMaxGroupItems = 1_000_000
+	DefaultMaxValueBytes      = 1 << 20
+	DefaultMaxGroupItems      = 1_000_000
+	DefaultQueueMetricsTopics = 100
 )
 
 // Engine runs the domain's commands and queries.
@@ -55,6 +65,14 @@ type Engine struct {
 	cfg   Config
 	log   *slog.Logger
 	known knownSet // owned by the writer: touched only inside commands
+
+	qwait     qwaiters
+	qm        queueMetrics
+	qtimer    queueTimer
+	qstop     chan struct{}
+	startOnce sync.Once
+	closeOnce sync.Once
+	started   atomic.Bool
 }
 
 // New returns an engine reading from store and writing through seq.
@@ -68,13 +86,39 @@ func New(store Store, seq Sequencer, cfg Config, log *slog.Logger) (*Engine, err
 	if cfg.MaxGroupItems == 0 {
 		cfg.MaxGroupItems = DefaultMaxGroupItems
 	}
+	if cfg.QueueMetricsTopics == 0 {
+		cfg.QueueMetricsTopics = DefaultQueueMetricsTopics
+	}
+	if cfg.QueueMetricsTopics < 0 {
+		return nil, fmt.Errorf("engine: QueueMetricsTopics: %d is negative", cfg.QueueMetricsTopics)
+	}
 	if cfg.MaxValueBytes < 0 {
 		return nil, fmt.Errorf("engine: MaxValueBytes: %d is negative", cfg.MaxValueBytes)
 	}
 	if cfg.MaxGroupItems < 0 {
 		return nil, fmt.Errorf("engine: MaxGroupItems: %d is negative", cfg.MaxGroupItems)
 	}
-	return &Engine{store: store, seq: seq, cfg: cfg, log: log, known: knownSet{}}, nil
+	e := &Engine{
+		store: store, seq: seq, cfg: cfg, log: log, known: knownSet{},
+		qwait:  qwaiters{ch: map[string]chan struct{}{}},
+		qm:     newQueueMetrics(),
+		qtimer: queueTimer{wake: make(chan struct{}, 1), done: make(chan struct{})},
+		qstop:  make(chan struct{}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range e.qm.collectors() {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("engine: register metrics: %w", err)
+			}
+		}
+		depth := &depthCollector{e: e, maxTopics: cfg.QueueMetricsTopics, desc: prometheus.NewDesc(
+			"engram_queue_depth", "Queue messages by topic and state (topics past the cap are summed as \"other\").",
+			[]string{"topic", "state"}, nil)}
+		if err := cfg.Registerer.Register(depth); err != nil {
+			return nil, fmt.Errorf("engine: register metrics: %w", err)
+		}
+	}
+	return e, nil
 }
 
 // knownSet remembers context ids known to exist, so that a write to an

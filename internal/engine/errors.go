@@ -11,6 +11,7 @@ var (
 	ErrInvalid  = errors.New("engine: invalid argument")
 	ErrNotFound = errors.New("engine: not found")
 	ErrConflict = errors.New("engine: conflict")
+	ErrGone     = errors.New("engine: gone")
 )
 
 // Error is an error for the client: Msg names what was wrong and which
@@ -30,6 +31,10 @@ func invalidf(format string, args ...any) error {
 
 func notFoundf(format string, args ...any) error {
 	return &Error{Kind: ErrNotFound, Msg: fmt.Sprintf(format, args...)}
+}
+
+func gonef(format string, args ...any) error {
+	return &Error{Kind: ErrGone, Msg: fmt.Sprintf(format, args...)}
 }
 
 func conflictf(format string, args ...any) error {

@@ -60,6 +60,9 @@ type Config struct {
 	// StreamSyncMax caps the items a /stream join's sync frame holds; a
 	// larger group answers the join with sync_too_large. Zero means 10,000.
 	StreamSyncMax int
+	// QueueMetricsTopics caps the topics engram_queue_depth names; the rest
+	// are summed as "other". Zero means 100.
+	QueueMetricsTopics int
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -134,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.eng, err = engine.New(db, s.seq, engine.Config{
 		MaxValueBytes: int(cfg.MaxBody), MaxGroupItems: cfg.StreamMaxItems,
+		QueueMetricsTopics: cfg.QueueMetricsTopics, Registerer: s.reg,
 	}, s.log)
 	if err != nil {
 		s.seq.Close()
@@ -151,11 +155,15 @@ func New(cfg Config) (*Server, error) {
 	} else if n > 0 {
 		s.log.Info("emitted stream.leave for joins left open by the last run", "joins", n)
 	}
+	// The queue timer: leases that expired while the server was down are
+	// handled at its first look.
+	s.eng.Start()
 	s.ntf, err = notifier.New(s.rt, notifier.Config{
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, Registerer: s.reg,
 		Streams: s.eng, StreamSyncMax: cfg.StreamSyncMax,
 	}, s.log)
 	if err != nil {
+		s.eng.Close()
 		s.seq.Close()
 		s.rt.Close()
 		db.Close()
@@ -221,8 +229,10 @@ func (s *Server) Done() <-chan error { return s.serr }
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		var errs []error
-		// Streams first: they would hold the HTTP shutdown open.
+		// Streams and long-polling leases first: they would hold the HTTP
+		// shutdown open. The queue timer stops with them.
 		s.ntf.Close()
+		s.eng.Close()
 		if s.ln != nil {
 			if err := s.app.ShutdownWithContext(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))

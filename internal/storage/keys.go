@@ -64,6 +64,40 @@ const (
 	// so that the leaves a crash swallowed are emitted at the next start.
 	// join id (ULID, 16 bytes) → join record (engine's JSON).
 	nsStreamJoin byte = 0x22
+
+	// Queues. A message's record holds its payload and state; the indexes
+	// below make every queue operation a short range read. Times are Unix
+	// nanoseconds, big-endian.
+	//
+	// nsQueueMsg: message id (ULID, 16) → message record (engine's JSON).
+	nsQueueMsg byte = 0x30
+	// nsQueueReady: messages a lease may take now, per topic, in lease
+	// order. topic + available_at (uint64) + seq (uint64) → message id. With
+	// FIFO groups only each group's head is here.
+	nsQueueReady byte = 0x31
+	// nsQueueDelayed: messages that become ready later, in time order over
+	// every topic (the timer loop's first key is its next deadline).
+	// available_at (uint64) + message id → empty.
+	nsQueueDelayed byte = 0x32
+	// nsQueueStats: per-topic counts of messages by state. topic → four
+	// uint64: ready, delayed, leased, dead.
+	nsQueueStats byte = 0x33
+	// nsQueueLeased: leases in expiry order over every topic (the timer
+	// loop's). lease_expires_at (uint64) + message id → empty.
+	nsQueueLeased byte = 0x34
+	// nsQueueGroup: each FIFO group's messages in publish order. topic +
+	// group (strings) + position (uint64) → message id. The first is the
+	// group's head, the only one that can be ready or leased.
+	nsQueueGroup byte = 0x35
+	// nsQueueDedupe: dedupe ids seen in the last 24 h. topic + dedupe id
+	// (strings) → message id (16) + expiry (uint64).
+	nsQueueDedupe byte = 0x36
+	// nsQueueDedupeExp: dedupe entries in expiry order (the timer loop
+	// prunes them). expiry (uint64) + topic + dedupe id → empty.
+	nsQueueDedupeExp byte = 0x37
+	// nsQueueDead: dead letters per topic in the order they died. topic +
+	// dead_at (uint64) + message id → empty.
+	nsQueueDead byte = 0x38
 )
 
 var (
@@ -299,3 +333,117 @@ func StreamJoinKey(id [16]byte) []byte { return append([]byte{nsStreamJoin}, id[
 
 // StreamJoinPrefix bounds every recorded join.
 func StreamJoinPrefix() []byte { return []byte{nsStreamJoin} }
+
+// QueueMsgKey is the key of a queue message's record.
+func QueueMsgKey(id [16]byte) []byte { return append([]byte{nsQueueMsg}, id[:]...) }
+
+// QueueReadyPrefix is the prefix of a topic's ready index.
+func QueueReadyPrefix(topic string) []byte { return AppendString([]byte{nsQueueReady}, topic) }
+
+// QueueReadyKey is a message's entry in its topic's ready index.
+func QueueReadyKey(topic string, availableAt int64, seq uint64) []byte {
+	return AppendUint64(AppendUint64(QueueReadyPrefix(topic), uint64(availableAt)), seq)
+}
+
+// QueueDelayedKey is a message's entry in the delayed index.
+func QueueDelayedKey(availableAt int64, id [16]byte) []byte {
+	return append(AppendUint64([]byte{nsQueueDelayed}, uint64(availableAt)), id[:]...)
+}
+
+// QueueDelayedPrefix bounds the delayed index.
+func QueueDelayedPrefix() []byte { return []byte{nsQueueDelayed} }
+
+// QueueLeasedKey is a lease's entry in the expiry index.
+func QueueLeasedKey(expiresAt int64, id [16]byte) []byte {
+	return append(AppendUint64([]byte{nsQueueLeased}, uint64(expiresAt)), id[:]...)
+}
+
+// QueueLeasedPrefix bounds the expiry index.
+func QueueLeasedPrefix() []byte { return []byte{nsQueueLeased} }
+
+// QueueTimeKey decodes a delayed or leased index key: its time and message
+// id.
+func QueueTimeKey(key []byte) (int64, [16]byte, error) {
+	var id [16]byte
+	if len(key) != 25 || (key[0] != nsQueueDelayed && key[0] != nsQueueLeased) {
+		return 0, id, ErrBadKey
+	}
+	copy(id[:], key[9:])
+	return int64(binary.BigEndian.Uint64(key[1:9])), id, nil
+}
+
+// QueueStatsKey is the key of a topic's counts.
+func QueueStatsKey(topic string) []byte { return AppendString([]byte{nsQueueStats}, topic) }
+
+// QueueStatsPrefix bounds every topic's counts.
+func QueueStatsPrefix() []byte { return []byte{nsQueueStats} }
+
+// QueueStatsTopic decodes the topic of a counts key.
+func QueueStatsTopic(key []byte) (string, error) {
+	if len(key) == 0 || key[0] != nsQueueStats {
+		return "", ErrBadKey
+	}
+	t, rest, err := DecodeString(key[1:])
+	if err != nil || len(rest) != 0 {
+		return "", ErrBadKey
+	}
+	return t, nil
+}
+
+// QueueGroupPrefix is the prefix of a FIFO group's messages.
+func QueueGroupPrefix(topic, group string) []byte {
+	return AppendString(AppendString([]byte{nsQueueGroup}, topic), group)
+}
+
+// QueueGroupKey is a message's place in its FIFO group.
+func QueueGroupKey(topic, group string, pos uint64) []byte {
+	return AppendUint64(QueueGroupPrefix(topic, group), pos)
+}
+
+// QueueDedupeKey is the key of a dedupe id of a topic.
+func QueueDedupeKey(topic, dedupeID string) []byte {
+	return AppendString(AppendString([]byte{nsQueueDedupe}, topic), dedupeID)
+}
+
+// QueueDedupeExpKey is a dedupe id's entry in the expiry index.
+func QueueDedupeExpKey(expires int64, topic, dedupeID string) []byte {
+	return AppendString(AppendString(AppendUint64([]byte{nsQueueDedupeExp}, uint64(expires)), topic), dedupeID)
+}
+
+// QueueDedupeExpPrefix bounds the dedupe expiry index.
+func QueueDedupeExpPrefix() []byte { return []byte{nsQueueDedupeExp} }
+
+// QueueDedupeExpOf decodes a dedupe expiry key.
+func QueueDedupeExpOf(key []byte) (expires int64, topic, dedupeID string, err error) {
+	if len(key) < 9 || key[0] != nsQueueDedupeExp {
+		return 0, "", "", ErrBadKey
+	}
+	expires = int64(binary.BigEndian.Uint64(key[1:9]))
+	topic, rest, err := DecodeString(key[9:])
+	if err != nil {
+		return 0, "", "", ErrBadKey
+	}
+	dedupeID, rest, err = DecodeString(rest)
+	if err != nil || len(rest) != 0 {
+		return 0, "", "", ErrBadKey
+	}
+	return expires, topic, dedupeID, nil
+}
+
+// QueueDeadPrefix is the prefix of a topic's dead letters.
+func QueueDeadPrefix(topic string) []byte { return AppendString([]byte{nsQueueDead}, topic) }
+
+// QueueDeadKey is a dead letter's entry.
+func QueueDeadKey(topic string, deadAt int64, id [16]byte) []byte {
+	return append(AppendUint64(QueueDeadPrefix(topic), uint64(deadAt)), id[:]...)
+}
+
+// TrailingID decodes the 16-byte id that ends a key.
+func TrailingID(key []byte) ([16]byte, error) {
+	var id [16]byte
+	if len(key) < 17 {
+		return id, ErrBadKey
+	}
+	copy(id[:], key[len(key)-16:])
+	return id, nil
+}

@@ -1,0 +1,155 @@
+package api
+
+import (
+	"encoding/json"
+
+	"github.com/gofiber/fiber/v2"
+
+	"engram/internal/engine"
+)
+
+// publishBody is one message, or {"messages": [..]} for a batch.
+type publishBody struct {
+	engine.PublishInput
+	Messages []engine.PublishInput `json:"messages"`
+}
+
+func (h *handlers) publish(c *fiber.Ctx) error {
+	var in publishBody
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	ins := []engine.PublishInput{in.PublishInput}
+	if in.Messages != nil {
+		single := in.PublishInput
+		if single.Payload != nil || single.DelayMs != nil || single.DedupeID != nil || single.MaxAttempts != nil || single.BackoffMs != nil || single.Group != nil {
+			return badRequest("messages: a batch takes no message fields beside it")
+		}
+		if len(in.Messages) == 0 {
+			return badRequest("messages: empty, want 1..%d messages", engine.MaxPublishBatch)
+		}
+		ins = in.Messages
+	}
+	out, err := h.eng.Publish(c.UserContext(), c.Params("topic"), ins)
+	if err != nil {
+		return err
+	}
+	status := fiber.StatusOK // every message was a duplicate
+	for _, p := range out {
+		if !p.Duplicate {
+			status = fiber.StatusCreated
+		}
+	}
+	return sendValue(c, status, struct {
+		Messages []engine.Published `json:"messages"`
+	}{out})
+}
+
+func (h *handlers) lease(c *fiber.Ctx) error {
+	var in engine.LeaseInput
+	if len(c.Body()) > 0 {
+		if err := decode(c, &in); err != nil {
+			return err
+		}
+	}
+	out, err := h.eng.Lease(c.UserContext(), c.Params("topic"), in)
+	if err != nil {
+		return err
+	}
+	return sendValue(c, fiber.StatusOK, struct {
+		Messages []engine.Leased `json:"messages"`
+	}{out})
+}
+
+func (h *handlers) ack(c *fiber.Ctx) error {
+	var in struct {
+		Receipts []string `json:"receipts"`
+	}
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	if in.Receipts == nil {
+		return badRequest("receipts: required")
+	}
+	out, err := h.eng.Ack(c.UserContext(), c.Params("topic"), in.Receipts)
+	if err != nil {
+		return err
+	}
+	return sendValue(c, fiber.StatusOK, out)
+}
+
+func (h *handlers) nack(c *fiber.Ctx) error {
+	var in engine.NackInput
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	out, err := h.eng.Nack(c.UserContext(), c.Params("topic"), in)
+	if err != nil {
+		return err
+	}
+	return sendValue(c, fiber.StatusOK, out)
+}
+
+func (h *handlers) listDead(c *fiber.Ctx) error {
+	limit, err := queryLimit(c)
+	if err != nil {
+		return err
+	}
+	msgs, next, err := h.eng.ListDead(c.Params("topic"), limit, c.Query("cursor"))
+	if err != nil {
+		return err
+	}
+	return sendValue(c, fiber.StatusOK, struct {
+		Messages   []engine.DeadMessage `json:"messages"`
+		NextCursor *string              `json:"next_cursor"`
+	}{msgs, cursorOrNull(next)})
+}
+
+func (h *handlers) redrive(c *fiber.Ctx) error {
+	n, err := h.eng.Redrive(c.UserContext(), c.Params("topic"))
+	if err != nil {
+		return err
+	}
+	return sendValue(c, fiber.StatusOK, struct {
+		Redriven int `json:"redriven"`
+	}{n})
+}
+
+func (h *handlers) queueStats(c *fiber.Ctx) error {
+	st, err := h.eng.QueueStatsOf(c.Params("topic"))
+	if err != nil {
+		return err
+	}
+	return sendValue(c, fiber.StatusOK, st)
+}
+
+func (h *handlers) listQueues(c *fiber.Ctx) error {
+	limit, err := queryLimit(c)
+	if err != nil {
+		return err
+	}
+	qs, next, err := h.eng.ListQueues(limit, c.Query("cursor"))
+	if err != nil {
+		return err
+	}
+	return sendValue(c, fiber.StatusOK, struct {
+		Queues     []engine.QueueStats `json:"queues"`
+		NextCursor *string             `json:"next_cursor"`
+	}{qs, cursorOrNull(next)})
+}
+
+func cursorOrNull(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// sendValue answers v as JSON.
+func sendValue(c *fiber.Ctx, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return sendJSON(c, status, b)
+}
