@@ -34,6 +34,7 @@ type config struct {
 	MaxSubs         int
 	StreamMaxItems  int
 	StreamSyncMax   int
+	QueueTopics     int
 	ConfigFile      string
 }
 
@@ -58,6 +59,7 @@ var options = []option{
 	{"max-subscriptions", "ENGRAM_MAX_SUBSCRIPTIONS", "max_subscriptions", "256", "most subscriptions per WebSocket connection (topics per SSE stream)"},
 	{"stream-max-items", "ENGRAM_STREAM_MAX_ITEMS", "stream_max_items", "1000000", "most items in one stream group"},
 	{"stream-sync-max", "ENGRAM_STREAM_SYNC_MAX", "stream_sync_max", "10000", "most items a /stream join's sync holds; larger groups answer sync_too_large"},
+	{"queue-metrics-topics", "ENGRAM_QUEUE_METRICS_TOPICS", "queue_metrics_topics", "100", "most queue topics engram_queue_depth names; the rest are summed as topic=\"other\""},
 }
 
 // loadConfig merges args, the environment (getenv) and the YAML file named
@@ -181,6 +183,12 @@ func (c *config) set(name, v string) error {
 		} else {
 			c.MaxSubs = n
 		}
+	case "queue-metrics-topics":
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 1 || n > 100_000 {
+			return fmt.Errorf("%q is not a number between 1 and 100000", v)
+		}
+		c.QueueTopics = n
 	case "stream-max-items", "stream-sync-max":
 		n, perr := strconv.Atoi(v)
 		if perr != nil || n < 1 || n > 1_000_000_000 {

@@ -40,6 +40,7 @@ func run(args []string) int {
 		RetentionAge: cfg.RetentionAge, RetentionEvents: cfg.RetentionEvents,
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubs,
 		StreamMaxItems: cfg.StreamMaxItems, StreamSyncMax: cfg.StreamSyncMax,
+		QueueMetricsTopics: cfg.QueueTopics,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
