@@ -106,6 +106,12 @@ func (h *handlers) listDead(c *fiber.Ctx) error {
 }
 
 func (h *handlers) redrive(c *fiber.Ctx) error {
+	if len(c.Body()) > 0 { // optional, and it takes no field: strict like every body
+		var in struct{}
+		if err := decode(c, &in); err != nil {
+			return err
+		}
+	}
 	n, err := h.eng.Redrive(c.UserContext(), c.Params("topic"))
 	if err != nil {
 		return err
