@@ -64,6 +64,9 @@ type measurement struct {
 	BaseRSSMB   float64 `json:"baseline_rss_mb,omitempty"`
 	PeakRSSMB   float64 `json:"peak_rss_mb,omitempty"`
 	PerSubKB    float64 `json:"per_subscriber_kb,omitempty"`
+
+	// Queue is the queues group's figures (nil elsewhere).
+	Queue *qbFigures `json:"queue,omitempty"`
 }
 
 // noisyCores is the CPU use of other processes (in cores, averaged over a
@@ -320,6 +323,9 @@ func budgetUses(b budgetResult, id string) bool {
 	if uses, known := streamsBudgetUses(b, id); known {
 		return uses
 	}
+	if uses, known := queuesBudgetUses(b, id); known {
+		return uses
+	}
 	switch {
 	case strings.HasPrefix(b.Name, "durable write, 1 client"):
 		return id == "write.c1" || id == "ceiling.trivial_post.c1" || id == "ceiling.fsync"
@@ -379,6 +385,8 @@ type reportConfig struct {
 	FDLimit       uint64  `json:"fd_limit,omitempty"`
 	// Streams is the streams group's setup (nil when it did not run).
 	Streams *sbReportConfig `json:"streams,omitempty"`
+	// Queues is the queues group's setup (nil when it did not run).
+	Queues *qbReportConfig `json:"queues,omitempty"`
 }
 
 // fmtMs formats milliseconds with a precision that suits the magnitude.
@@ -486,6 +494,7 @@ func formatReport(r benchReport) string {
 	tw.Flush()
 	sb.WriteString(formatRealtime(r))
 	sb.WriteString(formatStreams(r))
+	sb.WriteString(formatQueues(r))
 
 	sb.WriteString("\n-- budgets (DESIGN.md \"Performance budgets\"; ceilings from this run) --\n")
 	tw = tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
