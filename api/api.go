@@ -12,6 +12,7 @@ import (
 
 	"engram/internal/engine"
 	"engram/internal/jsonx"
+	"engram/internal/lockmgr"
 	"engram/internal/notifier"
 )
 
@@ -36,6 +37,8 @@ type Config struct {
 	// Notifier serves /v1/ws and /v1/events. Nil means those routes answer
 	// 404.
 	Notifier *notifier.Notifier
+	// Locks serves /v1/locks. Nil means those routes answer 404.
+	Locks *lockmgr.Manager
 	// ConnClosing reports whether the server already closed the connection a
 	// request came on (shutdown closes idle keep-alive connections, and one
 	// may hold a request read just before). Such a request is refused
@@ -124,6 +127,12 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 	v1.Patch("/streams/:stream/:group/:item", h.patchItem)
 	v1.Delete("/streams/:stream/:group/:item", h.deleteItem)
 	v1.Post("/functions/:function_id", h.callFunction)
+	if cfg.Locks != nil {
+		v1.Post("/locks", h.acquireLock)
+		v1.Get("/locks", h.getLocks)
+		v1.Post("/locks/:lock_id/renew", h.renewLock)
+		v1.Delete("/locks/:lock_id", h.releaseLock)
+	}
 	v1.Get("/queues", h.listQueues)
 	v1.Get("/queues/:topic", h.queueStats)
 	v1.Post("/queues/:topic/messages", h.publish)

@@ -20,6 +20,7 @@ import (
 
 	"engram/api"
 	"engram/internal/engine"
+	"engram/internal/lockmgr"
 	"engram/internal/notifier"
 	"engram/internal/router"
 	"engram/internal/storage"
@@ -76,6 +77,7 @@ type Server struct {
 	rt   *router.Router
 	ntf  *notifier.Notifier
 	eng  *engine.Engine
+	lck  *lockmgr.Manager
 	app  *fiber.App
 	reg  *prometheus.Registry
 	ln   net.Listener
@@ -155,14 +157,23 @@ func New(cfg Config) (*Server, error) {
 	} else if n > 0 {
 		s.log.Info("emitted stream.leave for joins left open by the last run", "joins", n)
 	}
-	// The queue timer: leases that expired while the server was down are
-	// handled at its first look.
+	s.lck, err = lockmgr.New(db, s.seq, lockmgr.Config{Registerer: s.reg}, s.log)
+	if err != nil {
+		s.seq.Close()
+		s.rt.Close()
+		db.Close()
+		return nil, err
+	}
+	// The queue timer and the lock expiry loop: leases and locks that
+	// expired while the server was down are handled at their first look.
 	s.eng.Start()
+	s.lck.Start()
 	s.ntf, err = notifier.New(s.rt, notifier.Config{
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, Registerer: s.reg,
 		Streams: s.eng, StreamSyncMax: cfg.StreamSyncMax,
 	}, s.log)
 	if err != nil {
+		s.lck.Close()
 		s.eng.Close()
 		s.seq.Close()
 		s.rt.Close()
@@ -175,6 +186,7 @@ func New(cfg Config) (*Server, error) {
 		Gatherer:   s.reg,
 		Registerer: s.reg,
 		Notifier:   s.ntf,
+		Locks:      s.lck,
 		ConnClosing: func(c net.Conn) bool {
 			lc, ok := c.(*lingerConn)
 			return ok && lc.closed.Load()
@@ -233,6 +245,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// shutdown open. The queue timer stops with them.
 		s.ntf.Close()
 		s.eng.Close()
+		s.lck.Close()
 		if s.ln != nil {
 			if err := s.app.ShutdownWithContext(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))

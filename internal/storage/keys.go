@@ -98,6 +98,15 @@ const (
 	// nsQueueDead: dead letters per topic in the order they died. topic +
 	// dead_at (uint64) + message id → empty.
 	nsQueueDead byte = 0x38
+
+	// Locks. nsLock: lock id (ULID, 16) → lock record (lockmgr's JSON).
+	nsLock byte = 0x40
+	// nsLockResource: which lock holds each resource. resource (string) →
+	// lock id (16). Listing by prefix is a scan of these keys.
+	nsLockResource byte = 0x41
+	// nsLockExpiry: locks in expiry order (the expiry loop's first key is
+	// its next deadline). expires_at (uint64 Unix ns) + lock id → empty.
+	nsLockExpiry byte = 0x42
 )
 
 var (
@@ -105,6 +114,8 @@ var (
 	metaHeadSeq = []byte{nsMeta, 's'}
 	// metaOldestSeq → uint64: the oldest seq retention keeps (absent: 1).
 	metaOldestSeq = []byte{nsMeta, 'o'}
+	// metaFencing → uint64: the last fencing token a lock got (absent: 0).
+	metaFencing = []byte{nsMeta, 'f'}
 )
 
 // ErrBadKey reports a key that does not decode in the layout.
@@ -446,4 +457,50 @@ func TrailingID(key []byte) ([16]byte, error) {
 	}
 	copy(id[:], key[len(key)-16:])
 	return id, nil
+}
+
+// FencingKey is the key of the last fencing token given out.
+func FencingKey() []byte { return metaFencing }
+
+// LockKey is the key of a lock's record.
+func LockKey(id [16]byte) []byte { return append([]byte{nsLock}, id[:]...) }
+
+// LockResourceKey is the key naming the lock that holds a resource.
+func LockResourceKey(resource string) []byte { return AppendString([]byte{nsLockResource}, resource) }
+
+// LockResourcePrefix is the prefix of every resource key whose resource
+// starts with prefix. (AppendString without its terminator.)
+func LockResourcePrefix(prefix string) []byte {
+	k := AppendString([]byte{nsLockResource}, prefix)
+	return k[:len(k)-2]
+}
+
+// LockResourceOf decodes the resource of a resource key.
+func LockResourceOf(key []byte) (string, error) {
+	if len(key) == 0 || key[0] != nsLockResource {
+		return "", ErrBadKey
+	}
+	r, rest, err := DecodeString(key[1:])
+	if err != nil || len(rest) != 0 {
+		return "", ErrBadKey
+	}
+	return r, nil
+}
+
+// LockExpiryKey is a lock's entry in the expiry index.
+func LockExpiryKey(expiresAt int64, id [16]byte) []byte {
+	return append(AppendUint64([]byte{nsLockExpiry}, uint64(expiresAt)), id[:]...)
+}
+
+// LockExpiryPrefix bounds the expiry index.
+func LockExpiryPrefix() []byte { return []byte{nsLockExpiry} }
+
+// LockExpiryOf decodes an expiry index key.
+func LockExpiryOf(key []byte) (int64, [16]byte, error) {
+	var id [16]byte
+	if len(key) != 25 || key[0] != nsLockExpiry {
+		return 0, id, ErrBadKey
+	}
+	copy(id[:], key[9:])
+	return int64(binary.BigEndian.Uint64(key[1:9])), id, nil
 }

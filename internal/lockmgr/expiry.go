@@ -1,0 +1,146 @@
+package lockmgr
+
+import (
+	"context"
+	"encoding/binary"
+	"time"
+
+	"engram/internal/storage"
+)
+
+// The expiry loop: one goroutine, one timer. Its schedule is the expiry
+// index in storage, so it keeps no memory per lock and, after a restart,
+// its first look releases every lock that expired while the server was
+// down.
+
+// Start starts the expiry loop; Close stops it.
+func (m *Manager) Start() {
+	m.startOnce.Do(func() {
+		m.mu.Lock()
+		m.started = true
+		m.mu.Unlock()
+		go m.expiryLoop()
+	})
+}
+
+// Close stops the expiry loop and ends waiting acquires; it waits for the
+// loop. Call it before closing the sequencer.
+func (m *Manager) Close() {
+	m.closeOnce.Do(func() { close(m.stop) })
+	m.mu.Lock()
+	started := m.started
+	m.mu.Unlock()
+	if started {
+		<-m.done
+	}
+}
+
+func (m *Manager) expiryLoop() {
+	defer close(m.done)
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	retry := 10 * time.Millisecond
+	for {
+		next, err := m.nextExpiry()
+		if err != nil {
+			m.log.Error("lock expiry: read the index", "err", err)
+			next = m.cfg.Now().Add(retry).UnixNano()
+		}
+		wait := time.Hour
+		if next != 0 {
+			wait = time.Unix(0, next).Sub(m.cfg.Now())
+		}
+		if wait > 0 {
+			t.Reset(wait)
+			select {
+			case <-t.C:
+			case <-m.wake:
+				if !t.Stop() {
+					<-t.C
+				}
+				continue
+			case <-m.stop:
+				return
+			}
+		}
+		if err := m.expireDue(context.Background()); err != nil {
+			select {
+			case <-m.stop:
+				return
+			default:
+			}
+			m.log.Error("lock expiry: expire due locks", "err", err)
+			select {
+			case <-time.After(retry):
+			case <-m.stop:
+				return
+			}
+			retry = min(2*retry, 5*time.Second)
+			continue
+		}
+		retry = 10 * time.Millisecond
+	}
+}
+
+func (m *Manager) nextExpiry() (int64, error) {
+	p := storage.LockExpiryPrefix()
+	it, err := m.store.NewIter(p, storage.PrefixEnd(p))
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	if !it.First() {
+		return 0, it.Error()
+	}
+	at, _, err := storage.LockExpiryOf(it.Key())
+	return at, err
+}
+
+// expireDue drops up to expiryChunk locks whose time has come, in one
+// command.
+func (m *Manager) expireDue(ctx context.Context) error {
+	var lags []time.Duration
+	_, _, err := m.submit(ctx, func(l *ltx) (any, error) {
+		lags = lags[:0]
+		p := storage.LockExpiryPrefix()
+		upper := binary.BigEndian.AppendUint64(append([]byte(nil), p...), uint64(l.now)+1)
+		it, err := l.tx.NewIter(p, upper)
+		if err != nil {
+			return nil, err
+		}
+		var keys [][]byte
+		for ok := it.First(); ok && len(keys) < expiryChunk; ok = it.Next() {
+			keys = append(keys, append([]byte(nil), it.Key()...))
+		}
+		if err := it.Close(); err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			at, id, err := storage.LockExpiryOf(k)
+			if err != nil {
+				return nil, err
+			}
+			r, err := l.get(id)
+			if err != nil {
+				return nil, err
+			}
+			if r == nil || r.ExpiresAt != at {
+				l.tx.Delete(k) // a stale entry
+				continue
+			}
+			lags = append(lags, time.Duration(l.now-at))
+			if err := l.drop(r, Expired); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, lag := range lags {
+		m.m.expired.Inc()
+		m.m.expiryLag.Observe(lag.Seconds())
+	}
+	return nil
+}
