@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -19,15 +21,30 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// env is an engine over a real (in-memory) store.
+// env is an engine over a real (in-memory) store, its queue timer started.
 type env struct {
 	e   *engine.Engine
 	seq *wal.Sequencer
 	db  *storage.DB
+
+	opts      envOpts
+	closeOnce sync.Once
 }
 
-// newEnv opens a store on an in-memory filesystem; it is closed (sequencer
-// first) when the test ends.
+// envOpts configure openEnv.
+type envOpts struct {
+	cfg engine.Config
+	// fs holds the store; nil means a new in-memory filesystem. Reopening
+	// on the same fs is a restart.
+	fs vfs.FS
+	// noTimer leaves the engine's queue timer stopped.
+	noTimer bool
+	// now is the sequencer's clock (nil: time.Now).
+	now func() time.Time
+}
+
+// newEnv opens a store on an in-memory filesystem; it is closed (engine,
+// then sequencer, then store) when the test ends.
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
 	return newEnvCfg(tb, engine.Config{})
@@ -36,28 +53,63 @@ func newEnv(tb testing.TB) *env {
 // newEnvCfg is newEnv with the engine's limits set.
 func newEnvCfg(tb testing.TB, cfg engine.Config) *env {
 	tb.Helper()
-	db, err := storage.Open(storage.Config{Dir: "/data", FS: vfs.NewMem(), CacheBytes: 8 << 20}, nil)
+	return newEnvOpts(tb, envOpts{cfg: cfg})
+}
+
+// newEnvOpts is newEnv with options.
+func newEnvOpts(tb testing.TB, o envOpts) *env {
+	tb.Helper()
+	if o.fs == nil {
+		o.fs = vfs.NewMem()
+	}
+	v := openEnv(tb, o)
+	tb.Cleanup(func() { v.close(tb) })
+	return v
+}
+
+func openEnv(tb testing.TB, o envOpts) *env {
+	tb.Helper()
+	db, err := storage.Open(storage.Config{Dir: "/data", FS: o.fs, CacheBytes: 8 << 20}, nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	seq, err := wal.New(db, wal.Config{NoSync: true}, nil)
+	seq, err := wal.New(db, wal.Config{NoSync: true, Now: o.now}, nil)
 	if err != nil {
 		db.Close()
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
-		if err := seq.Close(); err != nil {
+	e, err := engine.New(db, seq, o.cfg, nil)
+	if err != nil {
+		seq.Close()
+		db.Close()
+		tb.Fatal(err)
+	}
+	if !o.noTimer {
+		e.Start()
+	}
+	return &env{e: e, seq: seq, db: db, opts: o}
+}
+
+// close stops the engine, then the sequencer, then the store (once).
+func (v *env) close(tb testing.TB) {
+	v.closeOnce.Do(func() {
+		v.e.Close()
+		if err := v.seq.Close(); err != nil {
 			tb.Error(err)
 		}
-		if err := db.Close(); err != nil {
+		if err := v.db.Close(); err != nil {
 			tb.Error(err)
 		}
 	})
-	e, err := engine.New(db, seq, cfg, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return &env{e: e, seq: seq, db: db}
+}
+
+// restart closes v and opens its store again: what a server restart does.
+func (v *env) restart(tb testing.TB) *env {
+	tb.Helper()
+	v.close(tb)
+	nv := openEnv(tb, v.opts)
+	tb.Cleanup(func() { nv.close(tb) })
+	return nv
 }
 
 func (v *env) head() uint64 { return v.seq.Head() }

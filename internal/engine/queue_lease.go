@@ -60,10 +60,15 @@ func (e *Engine) Lease(ctx context.Context, topic string, in LeaseInput) ([]Leas
 	deadline := start.Add(wait)
 	for {
 		// Take the wake-up channel before looking, so that a publish
-		// between the look and the wait is not missed.
-		woken := e.qwait.channel(topic)
+		// between the look and the wait is not missed. Without a wait
+		// there is nothing to wake.
+		var woken <-chan struct{}
+		if wait > 0 {
+			woken = e.qwait.channel(topic)
+		}
 		out, err := e.leaseOnce(ctx, topic, max, vis)
 		if err != nil || len(out) > 0 {
+			e.qwait.done(topic, woken)
 			if len(out) > 0 {
 				e.qm.leaseLatency.Observe(time.Since(start).Seconds())
 			}
@@ -71,6 +76,7 @@ func (e *Engine) Lease(ctx context.Context, topic string, in LeaseInput) ([]Leas
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
+			e.qwait.done(topic, woken)
 			return out, nil
 		}
 		t := time.NewTimer(left)
@@ -79,12 +85,15 @@ func (e *Engine) Lease(ctx context.Context, topic string, in LeaseInput) ([]Leas
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+			e.qwait.done(topic, woken)
 			return []Leased{}, nil
 		case <-e.qstop:
 			t.Stop()
+			e.qwait.done(topic, woken)
 			return []Leased{}, nil
 		}
 		t.Stop()
+		e.qwait.done(topic, woken)
 	}
 }
 

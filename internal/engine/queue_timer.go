@@ -24,9 +24,11 @@ import (
 type qwaiters struct {
 	mu sync.Mutex
 	ch map[string]chan struct{}
+	n  map[string]int // waiters holding ch[topic]
 }
 
-// channel returns the channel the next signal of topic closes.
+// channel returns the channel the next signal of topic closes. The caller
+// gives it back with done once it no longer waits.
 func (w *qwaiters) channel(topic string) <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -35,7 +37,29 @@ func (w *qwaiters) channel(topic string) <-chan struct{} {
 		c = make(chan struct{})
 		w.ch[topic] = c
 	}
+	if w.n == nil {
+		w.n = map[string]int{}
+	}
+	w.n[topic]++
 	return c
+}
+
+// done gives back a channel from channel: the last waiter of a channel no
+// signal closed removes it, so that topics nobody waits on any more (any
+// name a client long-polled once) leave nothing behind.
+func (w *qwaiters) done(topic string, c <-chan struct{}) {
+	if c == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if cur, ok := w.ch[topic]; !ok || (<-chan struct{})(cur) != c {
+		return // signalled: its count went with it
+	}
+	if w.n[topic]--; w.n[topic] <= 0 {
+		delete(w.ch, topic)
+		delete(w.n, topic)
+	}
 }
 
 func (w *qwaiters) signal(topics map[string]bool) {
@@ -48,6 +72,7 @@ func (w *qwaiters) signal(topics map[string]bool) {
 		if c, ok := w.ch[t]; ok {
 			close(c)
 			delete(w.ch, t)
+			delete(w.n, t)
 		}
 	}
 }
@@ -134,6 +159,13 @@ func (e *Engine) queueTimerLoop() {
 	defer t.Stop()
 	backoff := 10 * time.Millisecond
 	for {
+		// While the loop reads the indexes, next is 0 ("unknown"), so a
+		// command committing a deadline the read may have missed wakes
+		// it (the wake channel keeps the signal): with the previous
+		// deadline still in next, such a command would see an earlier
+		// deadline than its own, not wake the loop, and the loop would
+		// sleep past it.
+		e.qtimer.next.Store(0)
 		next, err := e.nextQueueDeadline()
 		if err != nil {
 			e.log.Error("queue timer: read deadlines", "err", err)
