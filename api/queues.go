@@ -19,18 +19,34 @@ func (h *handlers) publish(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	ins := []engine.PublishInput{in.PublishInput}
-	if in.Messages != nil {
-		single := in.PublishInput
-		if single.Payload != nil || single.DelayMs != nil || single.DedupeID != nil || single.MaxAttempts != nil || single.BackoffMs != nil || single.Group != nil {
-			return badRequest("messages: a batch takes no message fields beside it")
-		}
-		if len(in.Messages) == 0 {
-			return badRequest("messages: empty, want 1..%d messages", engine.MaxPublishBatch)
-		}
-		ins = in.Messages
+	var probe struct {
+		Messages json.RawMessage `json:"messages"`
 	}
-	out, err := h.eng.Publish(c.UserContext(), c.Params("topic"), ins)
+	json.Unmarshal(c.Body(), &probe) // decoded strictly above
+	if in.Messages == nil && probe.Messages == nil {
+		p, err := h.eng.PublishOne(c.UserContext(), c.Params("topic"), in.PublishInput)
+		if err != nil {
+			return err
+		}
+		status := fiber.StatusCreated
+		if p.Duplicate {
+			status = fiber.StatusOK
+		}
+		return sendValue(c, status, struct {
+			Messages []engine.Published `json:"messages"`
+		}{[]engine.Published{p}})
+	}
+	single := in.PublishInput
+	if single.Payload != nil || single.DelayMs != nil || single.DedupeID != nil || single.MaxAttempts != nil || single.BackoffMs != nil || single.Group != nil {
+		return badRequest("messages: a batch takes no message fields beside it")
+	}
+	if in.Messages == nil {
+		return badRequest("messages: must be an array of 1..%d messages", engine.MaxPublishBatch)
+	}
+	if len(in.Messages) == 0 {
+		return badRequest("messages: empty, want 1..%d messages", engine.MaxPublishBatch)
+	}
+	out, err := h.eng.Publish(c.UserContext(), c.Params("topic"), in.Messages)
 	if err != nil {
 		return err
 	}

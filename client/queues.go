@@ -83,10 +83,8 @@ type Published struct {
 	// AvailableAt is when the message is (or was) ready to lease.
 	AvailableAt time.Time `json:"available_at"`
 	// Duplicate is true when the message's dedupe id had been seen: this is
-	// the first message with that id, and nothing was published. In a
-	// batch the server tells duplicates apart only when every message is
-	// one (see PublishBatch).
-	Duplicate bool `json:"-"`
+	// the first message with that id, and nothing was published.
+	Duplicate bool `json:"duplicate"`
 }
 
 // queuePath is the path of a topic, after checking that it is not empty
@@ -115,10 +113,8 @@ func (c *Client) Publish(ctx context.Context, topic string, msg PublishMessage) 
 
 // PublishBatch publishes 1 to 1000 messages on a topic atomically, all or
 // none (POST /v1/queues/{topic}/messages), and returns them in request
-// order. When every message is a duplicate (the server answers 200) each
-// has Duplicate set; a batch where only some are duplicates answers 201
-// and the server does not say which, so Duplicate is false for all of
-// them (their ids are the first messages' ids all the same).
+// order, each duplicate with Duplicate set (the server answers 200 when
+// every message is one, 201 otherwise).
 func (c *Client) PublishBatch(ctx context.Context, topic string, msgs []PublishMessage) ([]Published, error) {
 	in := struct {
 		Messages []wirePublish `json:"messages"`
@@ -137,14 +133,8 @@ func (c *Client) publish(ctx context.Context, op, topic string, in any) ([]Publi
 	var out struct {
 		Messages []Published `json:"messages"`
 	}
-	status, err := c.do(ctx, http.MethodPost, p+"/messages", nil, in, &out)
-	if err != nil {
+	if _, err := c.do(ctx, http.MethodPost, p+"/messages", nil, in, &out); err != nil {
 		return nil, err
-	}
-	if status == http.StatusOK { // every message was a duplicate
-		for i := range out.Messages {
-			out.Messages[i].Duplicate = true
-		}
 	}
 	return out.Messages, nil
 }

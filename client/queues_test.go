@@ -83,8 +83,8 @@ func TestQueuePublishLeaseAck(t *testing.T) {
 	if err != nil || res.Acked != 2 || len(res.Stale) != 0 {
 		t.Fatalf("ack: %+v, %v", res, err)
 	}
-	res, err = c.Ack(ctx, "jobs", msgs[0].Receipt, msgs[2].Receipt, "nonsense")
-	if err != nil || res.Acked != 1 || !slices.Equal(res.Stale, []string{msgs[0].Receipt, "nonsense"}) {
+	res, err = c.Ack(ctx, "jobs", msgs[0].Receipt, msgs[2].Receipt)
+	if err != nil || res.Acked != 1 || !slices.Equal(res.Stale, []string{msgs[0].Receipt}) {
 		t.Fatalf("ack again: %+v, %v", res, err)
 	}
 	// A receipt is bound to its topic.
@@ -139,9 +139,9 @@ func TestQueueDedupe(t *testing.T) {
 	if err != nil || len(dups) != 2 || !dups[0].Duplicate || !dups[1].Duplicate || dups[0].ID != batch[1].ID || dups[1].ID != first.ID {
 		t.Fatalf("all duplicates: %+v, %v", dups, err)
 	}
-	// Some duplicates: 201, and the server does not say which.
+	// Some duplicates: 201, each duplicate marked.
 	mixed, err := c.PublishBatch(ctx, "mail", []PublishMessage{{Payload: 1, DedupeID: "b1"}, {Payload: 4, DedupeID: "b4"}})
-	if err != nil || len(mixed) != 2 || mixed[0].ID != batch[0].ID || mixed[1].ID == batch[0].ID || mixed[0].Duplicate || mixed[1].Duplicate {
+	if err != nil || len(mixed) != 2 || mixed[0].ID != batch[0].ID || mixed[1].ID == batch[0].ID || !mixed[0].Duplicate || mixed[1].Duplicate {
 		t.Fatalf("mixed: %+v, %v", mixed, err)
 	}
 	wantStats(t, c, "mail", [4]int64{5, 0, 0, 0})
@@ -400,7 +400,7 @@ func TestQueueErrors(t *testing.T) {
 	}{
 		{"empty topic", func() error { _, err := c.Publish(ctx, "", PublishMessage{Payload: 1}); return err }(), ErrInvalidArgument, "Publish: topic: required"},
 		{"bad topic", func() error { _, err := c.Publish(ctx, "bad topic", PublishMessage{Payload: 1}); return err }(), ErrInvalidArgument, "topic"},
-		{"bad max attempts", func() error { _, err := c.Publish(ctx, "q", PublishMessage{Payload: 1, MaxAttempts: 1001}); return err }(), ErrInvalidArgument, "message.max_attempts: 1001 out of range"},
+		{"bad max attempts", func() error { _, err := c.Publish(ctx, "q", PublishMessage{Payload: 1, MaxAttempts: 1001}); return err }(), ErrInvalidArgument, "max_attempts: 1001 out of range"},
 		{"negative delay", func() error {
 			_, err := c.Publish(ctx, "q", PublishMessage{Payload: 1, Delay: -time.Second})
 			return err
@@ -420,7 +420,7 @@ func TestQueueErrors(t *testing.T) {
 			_, err := c.Nack(ctx, "q", "r", NackOptions{Error: strings.Repeat("x", 5000)})
 			return err
 		}(), ErrInvalidArgument, "error: longer than 4096"},
-		{"stale nack", func() error { _, err := c.Nack(ctx, "q", "nonsense", NackOptions{}); return err }(), ErrGone, "stale"},
+		{"not a receipt", func() error { _, err := c.Nack(ctx, "q", "nonsense", NackOptions{}); return err }(), ErrInvalidArgument, "not a receipt"},
 		{"bad cursor", func() error { _, err := c.ListDead(ctx, "q", ListOptions{Cursor: "nonsense"}); return err }(), ErrInvalidArgument, "cursor"},
 		{"bad limit", func() error { _, err := c.ListQueues(ctx, ListOptions{Limit: 1001}); return err }(), ErrInvalidArgument, "limit"},
 		// A slash is escaped, but the server routes on the decoded path.

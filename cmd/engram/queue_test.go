@@ -221,10 +221,10 @@ func TestQueueUsage(t *testing.T) {
 		{[]string{"queue", "stats", "--server", "ftp://x"}, 1, "scheme must be http or https"},
 		// The server's messages, exit status 1.
 		{[]string{"queue", "publish", "--server", url, "bad topic", "1"}, 1, `400 invalid_argument: topic: "bad topic" must match`},
-		{[]string{"queue", "publish", "--server", url, "--max-attempts", "0", "--delay", "-1s", "t", "1"}, 1, "message.delay_ms: -1000 out of range"},
+		{[]string{"queue", "publish", "--server", url, "--max-attempts", "0", "--delay", "-1s", "t", "1"}, 1, "delay_ms: -1000 out of range"},
 		{[]string{"queue", "lease", "--server", url, "--wait", "31s", "t"}, 1, "wait_ms: 31000 out of range"},
-		{[]string{"queue", "ack", "--server", url, "t", ""}, 1, "receipts[0]: malformed receipt"},
-		{[]string{"queue", "nack", "--server", url, "t", "nonsense"}, 1, "410 gone"},
+		{[]string{"queue", "ack", "--server", url, "t", ""}, 1, "receipts[0]: \"\" is not a receipt"},
+		{[]string{"queue", "nack", "--server", url, "t", "nonsense"}, 1, "400 invalid_argument: receipt: \"nonsense\" is not a receipt"},
 		{[]string{"queue", "dead", "--server", url, "a b"}, 1, "invalid_argument: topic"},
 	} {
 		code, out, errs := runCLI(t, tc.args...)

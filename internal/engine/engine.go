@@ -66,6 +66,7 @@ type Engine struct {
 	log   *slog.Logger
 	known knownSet // owned by the writer: touched only inside commands
 
+	readyLow  map[string][]byte // owned by the writer: see qtx.readyLowOf
 	qwait     qwaiters
 	qm        queueMetrics
 	qtimer    queueTimer
@@ -100,10 +101,11 @@ func New(store Store, seq Sequencer, cfg Config, log *slog.Logger) (*Engine, err
 	}
 	e := &Engine{
 		store: store, seq: seq, cfg: cfg, log: log, known: knownSet{},
-		qwait:  qwaiters{ch: map[string]chan struct{}{}},
-		qm:     newQueueMetrics(),
-		qtimer: queueTimer{wake: make(chan struct{}, 1), done: make(chan struct{})},
-		qstop:  make(chan struct{}),
+		readyLow: map[string][]byte{},
+		qwait:    qwaiters{ch: map[string]chan struct{}{}},
+		qm:       newQueueMetrics(),
+		qtimer:   queueTimer{wake: make(chan struct{}, 1), done: make(chan struct{})},
+		qstop:    make(chan struct{}),
 	}
 	if cfg.Registerer != nil {
 		for _, c := range e.qm.collectors() {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	crand "crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -51,7 +52,8 @@ const (
 	DefaultBackoff       = time.Second
 	DefaultVisibility    = 30 * time.Second
 	DedupeWindow         = 24 * time.Hour
-	maxQueueChunk        = 1000 // entries one timer or redrive command handles
+	maxQueueChunk        = 1000    // entries one timer or redrive command handles
+	maxReadyLow          = 100_000 // topics whose ready bound is kept
 	queueStateReady      = "ready"
 	queueStateDelayed    = "delayed"
 	queueStateLeased     = "leased"
@@ -79,7 +81,8 @@ type qmsg struct {
 	State          string          `json:"state"`
 	AvailableAt    int64           `json:"available_at"` // Unix ns
 	PublishedAt    int64           `json:"published_at"`
-	LeaseSeq       uint64          `json:"lease_seq,omitempty"` // of its queue.leased: the receipt's nonce
+	LeaseSeq       uint64          `json:"lease_seq,omitempty"` // of its queue.leased
+	LeaseNonce     uint64          `json:"lease_nonce,omitempty"`
 	LeaseExpiresAt int64           `json:"lease_expires_at,omitempty"`
 	Error          string          `json:"error,omitempty"`
 	DeadAt         int64           `json:"dead_at,omitempty"`
@@ -121,6 +124,7 @@ func (c qcounts) encode() []byte {
 
 // qtx is one queue command's view: the tx, its time, and what it touched.
 type qtx struct {
+	e      *Engine
 	tx     *wal.Tx
 	now    int64
 	counts map[string]*qcounts
@@ -135,12 +139,38 @@ type qtx struct {
 	// deadline is the earliest time this command put in a timer index (0:
 	// none).
 	deadline int64
+	// low are the new ready-index lower bounds this command makes (see
+	// Engine.readyLow), applied by finish.
+	low map[string][]byte
 }
 
-func newQtx(tx *wal.Tx) *qtx {
-	return &qtx{tx: tx, now: tx.Now().UnixNano(), counts: map[string]*qcounts{},
-		removed: map[ulid.ULID]bool{}, appended: map[string]bool{}, topics: map[string]bool{}}
+func (e *Engine) newQtx(tx *wal.Tx) *qtx {
+	return &qtx{e: e, tx: tx, now: tx.Now().UnixNano(), counts: map[string]*qcounts{},
+		removed: map[ulid.ULID]bool{}, appended: map[string]bool{}, topics: map[string]bool{}, low: map[string][]byte{}}
 }
+
+// readyLowOf is where a lease's scan of topic's ready index may start: no
+// ready entry of topic is below it. Acked and leased messages leave deleted
+// keys at the front of the index until Pebble compacts them; starting past
+// them keeps a lease a short read after heavy churn. The bounds are derived
+// state owned by the writer (read and changed only inside commands), lost
+// on restart (the first lease then starts at the front).
+func (q *qtx) readyLowOf(topic string) []byte {
+	if b, ok := q.low[topic]; ok {
+		return b
+	}
+	return q.e.readyLow[topic]
+}
+
+// lowerReady notes a new ready entry key of topic.
+func (q *qtx) lowerReady(topic string, key []byte) {
+	if b := q.readyLowOf(topic); b != nil && bytes.Compare(key, b) < 0 {
+		q.low[topic] = key
+	}
+}
+
+// raiseReady notes that no ready entry of topic is below key.
+func (q *qtx) raiseReady(topic string, key []byte) { q.low[topic] = key }
 
 func (q *qtx) countsOf(topic string) (*qcounts, error) {
 	if c, ok := q.counts[topic]; ok {
@@ -176,8 +206,15 @@ func (q *qtx) move(m *qmsg, to string) error {
 	return nil
 }
 
-// finish writes the touched counts.
+// finish writes the touched counts and keeps the ready bounds. It is the
+// last step of a command that succeeds.
 func (q *qtx) finish() {
+	if len(q.e.readyLow) > maxReadyLow {
+		clear(q.e.readyLow)
+	}
+	for topic, b := range q.low {
+		q.e.readyLow[topic] = b
+	}
 	for topic, c := range q.counts {
 		k := storage.QueueStatsKey(topic)
 		if *c == (qcounts{}) {
@@ -227,7 +264,9 @@ func (q *qtx) enqueue(m *qmsg, head bool) error {
 		to = queueStateBlocked
 	case m.AvailableAt <= q.now:
 		to = queueStateReady
-		q.tx.Set(storage.QueueReadyKey(m.Topic, m.AvailableAt, m.Seq), m.ID[:])
+		k := storage.QueueReadyKey(m.Topic, m.AvailableAt, m.Seq)
+		q.tx.Set(k, m.ID[:])
+		q.lowerReady(m.Topic, k)
 		q.topics[m.Topic] = true
 	default:
 		to = queueStateDelayed
@@ -342,7 +381,7 @@ func (q *qtx) emit(typ string, m *qmsg, d msgEvent) uint64 {
 // delivered max_attempts times.
 func (q *qtx) release(m *qmsg, delay time.Duration, reason, errText string) error {
 	q.unindex(m)
-	m.LeaseExpiresAt, m.LeaseSeq = 0, 0
+	m.LeaseExpiresAt, m.LeaseSeq, m.LeaseNonce = 0, 0, 0
 	if errText != "" {
 		m.Error = errText
 	}
@@ -381,22 +420,31 @@ func backoff(ms int64, attempt int) time.Duration {
 	return min(d, MaxBackoff)
 }
 
-// Receipts name one lease of one message: its id and the seq of its
-// queue.leased event, so a receipt of an earlier lease never matches.
-func receipt(id ulid.ULID, leaseSeq uint64) string {
-	b := append(id[:], 0, 0, 0, 0, 0, 0, 0, 0)
-	binary.BigEndian.PutUint64(b[16:], leaseSeq)
+// Receipts name one lease of one message: its id, the seq of its
+// queue.leased event (so a receipt of an earlier lease never matches) and a
+// random nonce (so a receipt cannot be made from the events, which carry
+// the id and the seq).
+func receipt(id ulid.ULID, leaseSeq, nonce uint64) string {
+	b := make([]byte, 0, 32)
+	b = append(b, id[:]...)
+	b = binary.BigEndian.AppendUint64(b, leaseSeq)
+	b = binary.BigEndian.AppendUint64(b, nonce)
 	return encodeReceipt(b)
 }
 
-func parseReceipt(s string) (ulid.ULID, uint64, bool) {
+func parseReceipt(s string) (id ulid.ULID, leaseSeq, nonce uint64, ok bool) {
 	b, ok := decodeReceipt(s)
-	if !ok || len(b) != 24 {
-		return ulid.ULID{}, 0, false
+	if !ok || len(b) != 32 {
+		return id, 0, 0, false
 	}
-	var id ulid.ULID
 	copy(id[:], b)
-	return id, binary.BigEndian.Uint64(b[16:]), true
+	return id, binary.BigEndian.Uint64(b[16:]), binary.BigEndian.Uint64(b[24:]), true
+}
+
+func newNonce() uint64 {
+	var b [8]byte
+	crand.Read(b[:]) // never fails (crypto/rand)
+	return binary.BigEndian.Uint64(b[:])
 }
 
 func encodeReceipt(b []byte) string {

@@ -80,7 +80,7 @@ func (e *Engine) Redrive(ctx context.Context, topic string) (int, error) {
 	for {
 		var q *qtx
 		res, err := e.seq.Submit(ctx, func(tx *wal.Tx) (any, error) {
-			q = newQtx(tx)
+			q = e.newQtx(tx)
 			prefix := storage.QueueDeadPrefix(topic)
 			it, err := tx.NewIter(prefix, storage.PrefixEnd(prefix))
 			if err != nil {

@@ -100,13 +100,19 @@ func (e *Engine) Lease(ctx context.Context, topic string, in LeaseInput) ([]Leas
 func (e *Engine) leaseOnce(ctx context.Context, topic string, max int, vis time.Duration) ([]Leased, error) {
 	var q *qtx
 	res, err := e.seq.Submit(ctx, func(tx *wal.Tx) (any, error) {
-		q = newQtx(tx)
+		q = e.newQtx(tx)
 		p := storage.QueueReadyPrefix(topic)
-		it, err := tx.NewIter(p, storage.PrefixEnd(p))
+		end := storage.PrefixEnd(p)
+		lower := p
+		if b := q.readyLowOf(topic); b != nil {
+			lower = b
+		}
+		it, err := tx.NewIter(lower, end)
 		if err != nil {
 			return nil, err
 		}
 		var ids []ulid.ULID
+		var last []byte
 		for ok := it.First(); ok && len(ids) < max; ok = it.Next() {
 			var id ulid.ULID
 			if len(it.Value()) != 16 {
@@ -115,9 +121,17 @@ func (e *Engine) leaseOnce(ctx context.Context, topic string, max int, vis time.
 			}
 			copy(id[:], it.Value())
 			ids = append(ids, id)
+			last = append(last[:0], it.Key()...)
 		}
 		if err := it.Close(); err != nil {
 			return nil, err
+		}
+		// Every entry below the last one taken is gone now; with none
+		// found, every entry from the bound on is.
+		if last != nil {
+			q.raiseReady(topic, last)
+		} else {
+			q.raiseReady(topic, end)
 		}
 		out := make([]Leased, 0, len(ids))
 		for _, id := range ids {
@@ -134,7 +148,7 @@ func (e *Engine) leaseOnce(ctx context.Context, topic string, max int, vis time.
 			}
 			m.Attempt++
 			m.LeaseExpiresAt = q.now + int64(vis)
-			m.LeaseSeq = tx.NextSeq()
+			m.LeaseSeq, m.LeaseNonce = tx.NextSeq(), newNonce()
 			q.tx.Set(storage.QueueLeasedKey(m.LeaseExpiresAt, m.ID), nil)
 			q.noteDeadline(m.LeaseExpiresAt)
 			if err := q.put(m); err != nil {
@@ -142,7 +156,7 @@ func (e *Engine) leaseOnce(ctx context.Context, topic string, max int, vis time.
 			}
 			q.emit(QueueLeased, m, msgEvent{LeaseExpiresAt: fmtNano(m.LeaseExpiresAt)})
 			out = append(out, Leased{
-				ID: m.ID.String(), Payload: m.Payload, Attempt: m.Attempt, Receipt: receipt(m.ID, m.LeaseSeq),
+				ID: m.ID.String(), Payload: m.Payload, Attempt: m.Attempt, Receipt: receipt(m.ID, m.LeaseSeq, m.LeaseNonce),
 				LeaseExpiresAt: fmtNano(m.LeaseExpiresAt), PublishedAt: fmtNano(m.PublishedAt),
 			})
 		}
@@ -166,7 +180,7 @@ func (e *Engine) leaseOnce(ctx context.Context, topic string, max int, vis time.
 // leasedMsg returns the message a receipt leased, if that lease still
 // holds: not acked or nacked, not expired, not re-leased.
 func (q *qtx) leasedMsg(topic, r string) (*qmsg, error) {
-	id, leaseSeq, ok := parseReceipt(r)
+	id, leaseSeq, nonce, ok := parseReceipt(r)
 	if !ok {
 		return nil, nil
 	}
@@ -174,7 +188,7 @@ func (q *qtx) leasedMsg(topic, r string) (*qmsg, error) {
 	if err != nil || m == nil {
 		return nil, err
 	}
-	if m.Topic != topic || m.State != queueStateLeased || m.LeaseSeq != leaseSeq || m.LeaseExpiresAt <= q.now {
+	if m.Topic != topic || m.State != queueStateLeased || m.LeaseSeq != leaseSeq || m.LeaseNonce != nonce || m.LeaseExpiresAt <= q.now {
 		return nil, nil
 	}
 	return m, nil
@@ -197,13 +211,13 @@ func (e *Engine) Ack(ctx context.Context, topic string, receipts []string) (*Ack
 		return nil, invalidf("receipts: %d receipts, want 1..%d", len(receipts), MaxLease)
 	}
 	for i, r := range receipts {
-		if len(r) == 0 || len(r) > 128 {
-			return nil, invalidf("receipts[%d]: malformed receipt", i)
+		if _, _, _, ok := parseReceipt(r); !ok {
+			return nil, invalidf("receipts[%d]: %q is not a receipt (use the receipt a lease answered)", i, Truncate(r))
 		}
 	}
 	var q *qtx
 	res, err := e.seq.Submit(ctx, func(tx *wal.Tx) (any, error) {
-		q = newQtx(tx)
+		q = e.newQtx(tx)
 		out := &AckResult{Stale: []string{}}
 		for _, r := range receipts {
 			m, err := q.leasedMsg(topic, r)
@@ -276,9 +290,13 @@ func (e *Engine) Nack(ctx context.Context, topic string, in NackInput) (*NackRes
 		}
 		errText = *in.Error
 	}
+	if _, _, _, ok := parseReceipt(in.Receipt); !ok {
+		return nil, invalidf("receipt: %q is not a receipt (use the receipt a lease answered)", Truncate(in.Receipt))
+	}
+
 	var q *qtx
 	res, err := e.seq.Submit(ctx, func(tx *wal.Tx) (any, error) {
-		q = newQtx(tx)
+		q = e.newQtx(tx)
 		m, err := q.leasedMsg(topic, in.Receipt)
 		if err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -31,7 +32,7 @@ type Published struct {
 	AvailableAt string `json:"available_at"`
 	// Duplicate is true when the dedupe id was seen in the window: the
 	// message is the first one, not a new one.
-	Duplicate bool `json:"-"`
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 type publishPlan struct {
@@ -42,51 +43,72 @@ type publishPlan struct {
 	backoffMs   int64
 }
 
-func (e *Engine) checkPublish(field string, in PublishInput) (publishPlan, error) {
+func (e *Engine) checkPublish(prefix string, in PublishInput) (publishPlan, error) {
 	p := publishPlan{in: in, maxAttempts: DefaultMaxAttempts, backoffMs: DefaultBackoff.Milliseconds()}
+	// Errors name fields as the body has them: "payload" for one message,
+	// "messages[3].payload" in a batch.
+	field := "%s"
+	if prefix != "" {
+		field = strings.ReplaceAll(prefix, "%", "%%") + ".%s"
+	}
+	f := func(name string) string { return fmt.Sprintf(field, name) }
 	if in.Payload == nil {
-		return p, invalidf("%s.payload: required (any JSON value)", field)
+		return p, invalidf("%s: required (any JSON value)", f("payload"))
 	}
 	var err error
-	if p.payload, err = e.checkValue(field+".payload", in.Payload); err != nil {
+	if p.payload, err = e.checkValue(f("payload"), in.Payload); err != nil {
 		return p, err
 	}
 	if in.DelayMs != nil {
 		if *in.DelayMs < 0 || *in.DelayMs > MaxQueueDelay.Milliseconds() {
-			return p, invalidf("%s.delay_ms: %d out of range 0..%d", field, *in.DelayMs, MaxQueueDelay.Milliseconds())
+			return p, invalidf("%s: %d out of range 0..%d", f("delay_ms"), *in.DelayMs, MaxQueueDelay.Milliseconds())
 		}
 		p.delay = time.Duration(*in.DelayMs) * time.Millisecond
 	}
 	if in.DedupeID != nil {
 		d := *in.DedupeID
 		if d == "" || len(d) > MaxDedupeIDLen || !utf8.ValidString(d) {
-			return p, invalidf("%s.dedupe_id: must be 1 to %d bytes of UTF-8", field, MaxDedupeIDLen)
+			return p, invalidf("%s: must be 1 to %d bytes of UTF-8", f("dedupe_id"), MaxDedupeIDLen)
 		}
 	}
 	if in.MaxAttempts != nil {
 		if *in.MaxAttempts < 1 || *in.MaxAttempts > MaxAttemptsLimit {
-			return p, invalidf("%s.max_attempts: %d out of range 1..%d", field, *in.MaxAttempts, MaxAttemptsLimit)
+			return p, invalidf("%s: %d out of range 1..%d", f("max_attempts"), *in.MaxAttempts, MaxAttemptsLimit)
 		}
 		p.maxAttempts = *in.MaxAttempts
 	}
 	if in.BackoffMs != nil {
 		if *in.BackoffMs < 0 || *in.BackoffMs > MaxBackoff.Milliseconds() {
-			return p, invalidf("%s.backoff_ms: %d out of range 0..%d", field, *in.BackoffMs, MaxBackoff.Milliseconds())
+			return p, invalidf("%s: %d out of range 0..%d", f("backoff_ms"), *in.BackoffMs, MaxBackoff.Milliseconds())
 		}
 		p.backoffMs = *in.BackoffMs
 	}
 	if in.Group != nil {
-		if err := checkName(field+".group", *in.Group); err != nil {
+		if err := checkName(f("group"), *in.Group); err != nil {
 			return p, err
 		}
 	}
 	return p, nil
 }
 
-// Publish publishes messages to a topic, atomically: all or none. A message
-// whose dedupe_id the topic saw in the last 24 h is not published again;
-// its Published is the first one's, marked Duplicate.
+// PublishOne publishes one message (errors name its fields as top-level
+// fields of the body).
+func (e *Engine) PublishOne(ctx context.Context, topic string, in PublishInput) (Published, error) {
+	out, err := e.publish(ctx, topic, []PublishInput{in}, false)
+	if err != nil {
+		return Published{}, err
+	}
+	return out[0], nil
+}
+
+// Publish publishes a batch of messages to a topic, atomically: all or
+// none. A message whose dedupe_id the topic saw in the last 24 h is not
+// published again; its Published is the first one's, marked Duplicate.
 func (e *Engine) Publish(ctx context.Context, topic string, ins []PublishInput) ([]Published, error) {
+	return e.publish(ctx, topic, ins, true)
+}
+
+func (e *Engine) publish(ctx context.Context, topic string, ins []PublishInput, batch bool) ([]Published, error) {
 	if err := checkName("topic", topic); err != nil {
 		return nil, err
 	}
@@ -95,18 +117,18 @@ func (e *Engine) Publish(ctx context.Context, topic string, ins []PublishInput) 
 	}
 	plans := make([]publishPlan, len(ins))
 	for i, in := range ins {
-		field := "message"
-		if len(ins) > 1 {
-			field = fmt.Sprintf("messages[%d]", i)
+		prefix := ""
+		if batch {
+			prefix = fmt.Sprintf("messages[%d]", i)
 		}
 		var err error
-		if plans[i], err = e.checkPublish(field, in); err != nil {
+		if plans[i], err = e.checkPublish(prefix, in); err != nil {
 			return nil, err
 		}
 	}
 	var q *qtx
 	res, err := e.seq.Submit(ctx, func(tx *wal.Tx) (any, error) {
-		q = newQtx(tx)
+		q = e.newQtx(tx)
 		out := make([]Published, len(plans))
 		for i, p := range plans {
 			if p.in.DedupeID != nil {

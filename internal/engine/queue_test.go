@@ -560,7 +560,7 @@ func TestQueuePublishInvalid(t *testing.T) {
 		{"backoff too long", "q", msgs(3, 0, func(p *engine.PublishInput) { p.BackoffMs = i64(engine.MaxBackoff.Milliseconds() + 1) }), "messages[0].backoff_ms"},
 		{"bad group", "q", msgs(5, 4, func(p *engine.PublishInput) { p.Group = sptr("a b") }), "messages[4].group"},
 		{"empty group", "q", msgs(5, 4, func(p *engine.PublishInput) { p.Group = sptr("") }), "messages[4].group"},
-		{"single message", "q", msgs(1, 0, func(p *engine.PublishInput) { p.DelayMs = i64(-1) }), "message.delay_ms"},
+		{"one-message batch", "q", msgs(1, 0, func(p *engine.PublishInput) { p.DelayMs = i64(-1) }), "messages[0].delay_ms"},
 		{"bad topic", "a/b", msgs(1, -1, nil), "topic"},
 		{"empty topic", "", msgs(1, -1, nil), "topic"},
 		{"no messages", "q", nil, "messages"},
@@ -861,12 +861,15 @@ func TestQueueAck(t *testing.T) {
 	v.publish(t, "other", pub(`"o"`))
 	lo := v.lease(t, "other", 1, 30000)[0]
 
+	// Strings that are not receipts at all are bad input: nothing is acked.
+	for _, g := range []string{"nope", "r1.AAAA", "r1." + strings.Repeat("A", 32)} {
+		_, err := v.e.Ack(context.Background(), "q", []string{ls[0].Receipt, g})
+		wantErr(t, err, engine.ErrInvalid, "receipts[1]", "not a receipt")
+	}
 	h := v.head()
-	garbage := []string{"nope", "r1.AAAA", "r1." + strings.Repeat("A", 32)}
-	in := append([]string{ls[0].Receipt, ls[0].Receipt, lo.Receipt}, garbage...)
-	in = append(in, ls[2].Receipt)
+	in := []string{ls[0].Receipt, ls[0].Receipt, lo.Receipt, ls[2].Receipt}
 	r := v.ack(t, "q", in...)
-	wantStale := append([]string{ls[0].Receipt, lo.Receipt}, garbage...)
+	wantStale := []string{ls[0].Receipt, lo.Receipt}
 	if r.Acked != 2 || !slices.Equal(r.Stale, wantStale) {
 		t.Fatalf("ack = %+v, want 2 acked and stale %v", r, wantStale)
 	}
@@ -979,10 +982,15 @@ func TestQueueNack(t *testing.T) {
 	v.wantStats(t, "q", 0, 0, 1, 0)
 	v.checkQueue(t, "q")
 
-	// Stale receipts are gone: nacked already, acked, garbage.
-	for _, rc := range []string{l3.Receipt, l1.Receipt, "garbage", "r1.AAAA"} {
+	// Stale receipts are gone: nacked already, acked.
+	for _, rc := range []string{l3.Receipt, l1.Receipt} {
 		_, err := v.e.Nack(context.Background(), "q", engine.NackInput{Receipt: rc})
 		wantErr(t, err, engine.ErrGone, "receipt")
+	}
+	// Strings that are not receipts are bad input.
+	for _, rc := range []string{"garbage", "r1.AAAA"} {
+		_, err := v.e.Nack(context.Background(), "q", engine.NackInput{Receipt: rc})
+		wantErr(t, err, engine.ErrInvalid, "receipt:", "not a receipt")
 	}
 	v.publish(t, "q2", pub(`1`))
 	la := v.lease(t, "q2", 1, 30000)[0]
@@ -1788,4 +1796,25 @@ func TestQueueConcurrentExpiry(t *testing.T) {
 	}
 	v.wantStats(t, "exp", 0, 0, 0, 0)
 	v.checkQueue(t, "exp")
+}
+
+// TestQueuePublishOneFieldNames: one message's errors name its fields as
+// the top-level fields of the body they are.
+func TestQueuePublishOneFieldNames(t *testing.T) {
+	v := newEnv(t)
+	_, err := v.e.PublishOne(context.Background(), "q", engine.PublishInput{Payload: json.RawMessage(`1`), DelayMs: i64(-1)})
+	wantErr(t, err, engine.ErrInvalid, "delay_ms: -1 out of range")
+	if strings.Contains(err.Error(), "message") {
+		t.Errorf("error %q names a messages field", err)
+	}
+	_, err = v.e.PublishOne(context.Background(), "q", engine.PublishInput{})
+	wantErr(t, err, engine.ErrInvalid, "payload: required")
+	p, err := v.e.PublishOne(context.Background(), "q", engine.PublishInput{Payload: json.RawMessage(`1`), DedupeID: strp("d")})
+	if err != nil || p.Duplicate {
+		t.Fatalf("first publish: %+v, %v", p, err)
+	}
+	p2, err := v.e.PublishOne(context.Background(), "q", engine.PublishInput{Payload: json.RawMessage(`2`), DedupeID: strp("d")})
+	if err != nil || !p2.Duplicate || p2.ID != p.ID {
+		t.Fatalf("duplicate publish: %+v, %v", p2, err)
+	}
 }

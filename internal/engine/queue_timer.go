@@ -253,7 +253,7 @@ func (e *Engine) processDue(ctx context.Context) (int, error) {
 	var expired, dead int
 	var lags []time.Duration
 	res, err := e.seq.Submit(ctx, func(tx *wal.Tx) (any, error) {
-		q = newQtx(tx)
+		q = e.newQtx(tx)
 		expired, dead, lags = 0, 0, lags[:0]
 		n := 0
 		leased, err := dueKeys(tx, storage.QueueLeasedPrefix(), q.now, maxQueueChunk)

@@ -18,7 +18,7 @@ func (e *Engine) PublishTx(tx *wal.Tx, topic string, payload json.RawMessage) (P
 	if !ValidName(topic) {
 		return Published{}, nil, invalidf("queue: %q is not a valid topic", Truncate(topic))
 	}
-	q := newQtx(tx)
+	q := e.newQtx(tx)
 	m := &qmsg{
 		ID: ulid.Make(), Topic: topic, Payload: payload, MaxAttempts: DefaultMaxAttempts,
 		BackoffMs: DefaultBackoff.Milliseconds(), PublishedAt: q.now, AvailableAt: q.now,
