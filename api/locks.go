@@ -11,9 +11,17 @@ func (h *handlers) acquireLock(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	l, err := h.cfg.Locks.Acquire(c.UserContext(), in)
+	ctx, stop := waitContext(c)
+	defer stop()
+	l, err := h.cfg.Locks.Acquire(ctx, in)
 	if err != nil {
 		return err
+	}
+	if clientGone(c) {
+		// Nobody will learn of this lock: give it back at once rather
+		// than leave its resources held until it expires.
+		h.cfg.Locks.Release(c.UserContext(), l.LockID)
+		return c.SendStatus(fiber.StatusNoContent)
 	}
 	return sendValue(c, fiber.StatusCreated, l)
 }

@@ -68,9 +68,20 @@ func (h *handlers) lease(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	out, err := h.eng.Lease(c.UserContext(), c.Params("topic"), in)
+	ctx, stop := waitContext(c)
+	defer stop()
+	out, err := h.eng.Lease(ctx, c.Params("topic"), in)
 	if err != nil {
 		return err
+	}
+	if len(out) > 0 && clientGone(c) {
+		// Nobody will see these leases: make the messages ready again now
+		// rather than at the end of their visibility.
+		zero := int64(0)
+		for _, m := range out {
+			h.eng.Nack(c.UserContext(), c.Params("topic"), engine.NackInput{Receipt: m.Receipt, DelayMs: &zero})
+		}
+		return c.SendStatus(fiber.StatusNoContent)
 	}
 	return sendValue(c, fiber.StatusOK, struct {
 		Messages []engine.Leased `json:"messages"`
