@@ -67,6 +67,8 @@ type measurement struct {
 
 	// Queue is the queues group's figures (nil elsewhere).
 	Queue *qbFigures `json:"queue,omitempty"`
+	// Lock is the locks group's figures (nil elsewhere).
+	Lock *lbFigures `json:"lock,omitempty"`
 }
 
 // noisyCores is the CPU use of other processes (in cores, averaged over a
@@ -326,6 +328,9 @@ func budgetUses(b budgetResult, id string) bool {
 	if uses, known := queuesBudgetUses(b, id); known {
 		return uses
 	}
+	if uses, known := locksBudgetUses(b, id); known {
+		return uses
+	}
 	switch {
 	case strings.HasPrefix(b.Name, "durable write, 1 client"):
 		return id == "write.c1" || id == "ceiling.trivial_post.c1" || id == "ceiling.fsync"
@@ -387,6 +392,8 @@ type reportConfig struct {
 	Streams *sbReportConfig `json:"streams,omitempty"`
 	// Queues is the queues group's setup (nil when it did not run).
 	Queues *qbReportConfig `json:"queues,omitempty"`
+	// Locks is the locks group's setup (nil when it did not run).
+	Locks *lbReportConfig `json:"locks,omitempty"`
 }
 
 // fmtMs formats milliseconds with a precision that suits the magnitude.
@@ -495,6 +502,7 @@ func formatReport(r benchReport) string {
 	sb.WriteString(formatRealtime(r))
 	sb.WriteString(formatStreams(r))
 	sb.WriteString(formatQueues(r))
+	sb.WriteString(formatLocks(r))
 
 	sb.WriteString("\n-- budgets (DESIGN.md \"Performance budgets\"; ceilings from this run) --\n")
 	tw = tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
