@@ -1,6 +1,6 @@
 // Package client is the Go client of Engram's v1 HTTP API: typed methods for
-// the REST endpoints (contexts, work units, stream items, queues, health) and a
-// self-healing WebSocket subscription to the event log.
+// the REST endpoints (contexts, work units, stream items, queues, locks,
+// health) and a self-healing WebSocket subscription to the event log.
 //
 // A [Client] is safe for concurrent use. Every method takes a
 // [context.Context] that bounds the request. A non-2xx answer is returned as
@@ -12,16 +12,25 @@
 //
 // Lists come in two forms: one page at a time ([Client.ListContexts],
 // [Client.ListUnits], [Client.Related], [Client.ListItems],
-// [Client.ListDead], [Client.ListQueues]), with the page's NextCursor to pass
-// back, and as iterators that follow the cursors for you
-// ([Client.AllContexts], [Client.AllUnits], [Client.AllRelated],
-// [Client.AllItems], [Client.AllDead], [Client.AllQueues]).
+// [Client.ListDead], [Client.ListQueues], [Client.ListLocks]), with the
+// page's NextCursor to pass back, and as iterators that follow the cursors
+// for you ([Client.AllContexts], [Client.AllUnits], [Client.AllRelated],
+// [Client.AllItems], [Client.AllDead], [Client.AllQueues],
+// [Client.AllLocks]).
 //
 // Queues deliver messages at least once: [Client.Publish] (idempotent with a
 // dedupe id), [Client.Lease] (long-polling up to 30 s), then [Client.Ack] or
 // [Client.Nack] by receipt; messages out of attempts wait in the dead-letter
 // list ([Client.ListDead], [Client.Redrive]). [Client.Work] runs that loop
 // around a handler until its context ends.
+//
+// Locks are TTL locks over one or more resources, all or none:
+// [Client.Acquire] (optionally waiting in line up to 60 s; a held resource
+// is [ErrConflict], and [LockHeld] tells who holds it), [Client.Renew]
+// before the TTL ends, [Client.Release]; a lock that expired or was released
+// is [ErrGone]. Each acquisition carries a fencing token that only grows.
+// [Client.GetLock] finds the lock of a resource, [Client.ListLocks] the
+// locks by resource prefix.
 //
 // [Client.Subscribe] follows one topic of the event log ("contexts/c1", or a
 // prefix "contexts/*") over /v1/ws. The [Subscription] reconnects by itself,

@@ -1,5 +1,5 @@
 // Command engram is the Engram CLI: the load generator (bench), tail,
-// health, stream, queue and, later, lock/cron/search/backup/restore/verify/
+// health, stream, queue, lock and, later, cron/search/backup/restore/verify/
 // keygen.
 //
 // Each subcommand is one entry in the commands map below; it gets its own
@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"health": {summary: "exit 0 when the server is ready (for container health checks)", run: runHealth},
 	"stream": {summary: "get, set, update, delete and list stream items (engram stream -h)", run: runStream},
 	"queue":  {summary: "publish, lease, ack and nack queue messages; stats, dead letters (engram queue -h)", run: runQueue},
+	"lock":   {summary: "acquire, renew, release, get and list locks (engram lock -h)", run: runLock},
 }
 
 // errUsage marks an error already explained to the user (bad flags, -h):
