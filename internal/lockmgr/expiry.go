@@ -139,7 +139,6 @@ func (m *Manager) expireDue(ctx context.Context) error {
 		return err
 	}
 	for _, lag := range lags {
-		m.m.expired.Inc()
 		m.m.expiryLag.Observe(lag.Seconds())
 	}
 	return nil

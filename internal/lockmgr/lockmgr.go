@@ -1,6 +1,7 @@
 package lockmgr
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -239,9 +240,11 @@ func (m *Manager) Acquire(ctx context.Context, in AcquireInput) (*Lock, error) {
 	resources := slices.Clone(in.Resources)
 
 	w := m.q.enqueue(resources)
-	m.m.waiting.Inc()
+	waiting := false
 	defer func() {
-		m.m.waiting.Dec()
+		if waiting {
+			m.m.waiting.Dec()
+		}
 		m.q.remove(w)
 	}()
 	deadline := m.cfg.Now().Add(wait)
@@ -260,6 +263,10 @@ func (m *Manager) Acquire(ctx context.Context, in AcquireInput) (*Lock, error) {
 		left := deadline.Sub(m.cfg.Now())
 		if left <= 0 {
 			break
+		}
+		if !waiting {
+			waiting = true
+			m.m.waiting.Inc()
 		}
 		t := time.NewTimer(left)
 		select {
@@ -311,6 +318,8 @@ type ltx struct {
 	freed []string
 	// deadline is the earliest expiry this command wrote (0: none).
 	deadline int64
+	// expired counts the locks this command dropped as expired.
+	expired int
 }
 
 func (l *ltx) get(id ulid.ULID) (*record, error) {
@@ -361,6 +370,9 @@ func (l *ltx) drop(r *record, typ string) error {
 	l.tx.Delete(storage.LockExpiryKey(r.ExpiresAt, r.ID))
 	l.tx.Delete(storage.LockKey(r.ID))
 	l.freed = append(l.freed, r.Resources...)
+	if typ == Expired {
+		l.expired++
+	}
 	return l.emit(typ, r)
 }
 
@@ -381,6 +393,9 @@ func (m *Manager) submit(ctx context.Context, fn func(l *ltx) (any, error)) (any
 	})
 	if err != nil {
 		return nil, nil, err
+	}
+	if l.expired > 0 {
+		m.m.expired.Add(float64(l.expired))
 	}
 	if len(l.freed) > 0 {
 		m.q.wakeResources(l.freed)
@@ -599,6 +614,10 @@ func (m *Manager) List(prefix string, limit int, cursor string) ([]*Lock, string
 			return nil, "", err
 		}
 		lower = append(storage.LockResourceKey(after), 0)
+		// A cursor of another listing must not reach outside the prefix.
+		if bytes.Compare(lower, p) < 0 {
+			lower = p
+		}
 	}
 	it, err := m.store.NewIter(lower, storage.PrefixEnd(p))
 	if err != nil {
