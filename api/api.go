@@ -10,6 +10,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"engram/internal/cron"
 	"engram/internal/engine"
 	"engram/internal/jsonx"
 	"engram/internal/lockmgr"
@@ -39,6 +40,8 @@ type Config struct {
 	Notifier *notifier.Notifier
 	// Locks serves /v1/locks. Nil means those routes answer 404.
 	Locks *lockmgr.Manager
+	// Cron serves /v1/cron. Nil means those routes answer 404.
+	Cron *cron.Scheduler
 	// ConnClosing reports whether the server already closed the connection a
 	// request came on (shutdown closes idle keep-alive connections, and one
 	// may hold a request read just before). Such a request is refused
@@ -132,6 +135,12 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 		v1.Get("/locks", h.getLocks)
 		v1.Post("/locks/:lock_id/renew", h.renewLock)
 		v1.Delete("/locks/:lock_id", h.releaseLock)
+	}
+	if cfg.Cron != nil {
+		v1.Get("/cron", h.listCron)
+		v1.Put("/cron/:name", h.putCron)
+		v1.Get("/cron/:name", h.getCron)
+		v1.Delete("/cron/:name", h.deleteCron)
 	}
 	v1.Get("/queues", h.listQueues)
 	v1.Get("/queues/:topic", h.queueStats)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // cron time zones on hosts (and distroless images) without zoneinfo
 
 	"engram/internal/server"
 )

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"engram/api"
+	"engram/internal/cron"
 	"engram/internal/engine"
 	"engram/internal/lockmgr"
 	"engram/internal/notifier"
@@ -78,6 +79,7 @@ type Server struct {
 	ntf  *notifier.Notifier
 	eng  *engine.Engine
 	lck  *lockmgr.Manager
+	crn  *cron.Scheduler
 	app  *fiber.App
 	reg  *prometheus.Registry
 	ln   net.Listener
@@ -164,15 +166,25 @@ func New(cfg Config) (*Server, error) {
 		db.Close()
 		return nil, err
 	}
-	// The queue timer and the lock expiry loop: leases and locks that
-	// expired while the server was down are handled at their first look.
+	s.crn, err = cron.New(db, s.seq, s.eng, cron.Config{Registerer: s.reg, Locks: s.lck}, s.log)
+	if err != nil {
+		s.seq.Close()
+		s.rt.Close()
+		db.Close()
+		return nil, err
+	}
+	// The queue timer, the lock expiry loop and the cron loop: leases and
+	// locks that expired while the server was down are handled at their
+	// first look, and cron times missed meanwhile per their catch_up.
 	s.eng.Start()
 	s.lck.Start()
+	s.crn.Start()
 	s.ntf, err = notifier.New(s.rt, notifier.Config{
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, Registerer: s.reg,
 		Streams: s.eng, StreamSyncMax: cfg.StreamSyncMax,
 	}, s.log)
 	if err != nil {
+		s.crn.Close()
 		s.lck.Close()
 		s.eng.Close()
 		s.seq.Close()
@@ -187,6 +199,7 @@ func New(cfg Config) (*Server, error) {
 		Registerer: s.reg,
 		Notifier:   s.ntf,
 		Locks:      s.lck,
+		Cron:       s.crn,
 		ConnClosing: func(c net.Conn) bool {
 			lc, ok := c.(*lingerConn)
 			return ok && lc.closed.Load()
@@ -244,6 +257,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// Streams and long-polling leases first: they would hold the HTTP
 		// shutdown open. The queue timer stops with them.
 		s.ntf.Close()
+		s.crn.Close() // before the engine and the locks it fires with
 		s.eng.Close()
 		s.lck.Close()
 		if s.ln != nil {

@@ -107,6 +107,11 @@ const (
 	// nsLockExpiry: locks in expiry order (the expiry loop's first key is
 	// its next deadline). expires_at (uint64 Unix ns) + lock id → empty.
 	nsLockExpiry byte = 0x42
+
+	// Cron. nsCronJob: job name (string) → job record (cron's JSON: the
+	// job, its schedule and how far its scheduled times have been dealt
+	// with). Jobs are few; the scheduler scans them all.
+	nsCronJob byte = 0x50
 )
 
 var (
@@ -503,4 +508,22 @@ func LockExpiryOf(key []byte) (int64, [16]byte, error) {
 	}
 	copy(id[:], key[9:])
 	return int64(binary.BigEndian.Uint64(key[1:9])), id, nil
+}
+
+// CronJobKey is the key of a cron job's record.
+func CronJobKey(name string) []byte { return AppendString([]byte{nsCronJob}, name) }
+
+// CronJobPrefix bounds every cron job key.
+func CronJobPrefix() []byte { return []byte{nsCronJob} }
+
+// CronJobName decodes the name of a cron job key.
+func CronJobName(key []byte) (string, error) {
+	if len(key) == 0 || key[0] != nsCronJob {
+		return "", ErrBadKey
+	}
+	name, rest, err := DecodeString(key[1:])
+	if err != nil || len(rest) != 0 {
+		return "", ErrBadKey
+	}
+	return name, nil
 }
