@@ -1,6 +1,7 @@
 // Package client is the Go client of Engram's v1 HTTP API: typed methods for
 // the REST endpoints (contexts, work units, stream items, queues, locks,
-// health) and a self-healing WebSocket subscription to the event log.
+// cron jobs, health) and a self-healing WebSocket subscription to the event
+// log.
 //
 // A [Client] is safe for concurrent use. Every method takes a
 // [context.Context] that bounds the request. A non-2xx answer is returned as
@@ -12,11 +13,12 @@
 //
 // Lists come in two forms: one page at a time ([Client.ListContexts],
 // [Client.ListUnits], [Client.Related], [Client.ListItems],
-// [Client.ListDead], [Client.ListQueues], [Client.ListLocks]), with the
-// page's NextCursor to pass back, and as iterators that follow the cursors
-// for you ([Client.AllContexts], [Client.AllUnits], [Client.AllRelated],
-// [Client.AllItems], [Client.AllDead], [Client.AllQueues],
-// [Client.AllLocks]).
+// [Client.ListDead], [Client.ListQueues], [Client.ListLocks],
+// [Client.ListCron]), with the page's NextCursor to pass back, and as
+// iterators that follow the cursors for you ([Client.AllContexts],
+// [Client.AllUnits], [Client.AllRelated], [Client.AllItems],
+// [Client.AllDead], [Client.AllQueues], [Client.AllLocks],
+// [Client.AllCron]).
 //
 // Queues deliver messages at least once: [Client.Publish] (idempotent with a
 // dedupe id), [Client.Lease] (long-polling up to 30 s), then [Client.Ack] or
@@ -31,6 +33,13 @@
 // is [ErrGone]. Each acquisition carries a fencing token that only grows.
 // [Client.GetLock] finds the lock of a resource, [Client.ListLocks] the
 // locks by resource prefix.
+//
+// Cron jobs publish a message on a queue at each time of a cron expression
+// (five, six or seven fields, in a time zone): [Client.PutCron] creates or
+// replaces one, [Client.GetCron] shows its last and next fire times,
+// [Client.DeleteCron] stops it. Each scheduled time fires at most once; a
+// fire's message decodes into a [CronMessage]. Times missed while the server
+// was stopped are skipped, or fired once ([CronCatchUpOnce]).
 //
 // [Client.Subscribe] follows one topic of the event log ("contexts/c1", or a
 // prefix "contexts/*") over /v1/ws. The [Subscription] reconnects by itself,

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -77,7 +78,7 @@ func qPublish(t testing.TB, p *proc, topic string, status int, body any) []qPubl
 	}
 	ms := make([]qPublished, len(out.Messages))
 	for i, m := range out.Messages {
-		checkKeys(t, "published message", m, []string{"id", "seq", "available_at"}, nil)
+		checkKeys(t, "published message", m, []string{"id", "seq", "available_at"}, []string{"duplicate"})
 		if err := json.Unmarshal(m, &ms[i]); err != nil || len(ms[i].ID) != 26 || ms[i].Seq == 0 || !timeRE.MatchString(ms[i].AvailableAt) {
 			t.Fatalf("published message: %v: %s", err, m)
 		}
@@ -708,11 +709,18 @@ func TestQueueStaleReceipts(t *testing.T) {
 	if r := qAck(t, p, topic, l[0].Receipt); r.Acked != 1 || len(r.Stale) != 0 {
 		t.Errorf("ack: %+v", r)
 	}
-	// Acked twice, a well-formed unknown receipt, a malformed one, and
-	// a good one: only the good one is acked; the others are listed in
-	// order.
-	forged := "r1.AAAA"
+	// A string that is not a receipt at all is bad input: 400, nothing
+	// acked.
 	before := p.headSeq(t)
+	checkError(t, p.call(t, "POST", qPath(topic, "ack"), map[string]any{"receipts": []string{l[1].Receipt, "r1.AAAA"}}), 400, "invalid_argument", "receipts[1]")
+	checkError(t, p.call(t, "POST", qPath(topic, "nack"), map[string]any{"receipt": "r1.AAAA"}), 400, "invalid_argument", "receipt")
+	if h := p.headSeq(t); h != before {
+		t.Errorf("a receipt that is not one committed %d events", h-before)
+	}
+	// Acked twice, a forged receipt (the id and lease seq of a live lease,
+	// which events show, with another nonce), and a good one: only the good
+	// one is acked; the others are listed in order.
+	forged := forgeReceipt(t, l[1].Receipt)
 	r := qAck(t, p, topic, l[0].Receipt, forged, l[1].Receipt, l[1].Receipt)
 	if r.Acked != 1 || !slices.Equal(r.Stale, []string{l[0].Receipt, forged, l[1].Receipt}) {
 		t.Errorf("mixed ack: %+v", r)
@@ -720,7 +728,7 @@ func TestQueueStaleReceipts(t *testing.T) {
 	if h := p.headSeq(t); h != before+1 {
 		t.Errorf("mixed ack committed %d events, want 1", h-before)
 	}
-	// Nack of an acked message, of a forged receipt: 410.
+	// Nack of an acked message, of a forged receipt: 410 (stale).
 	checkError(t, p.call(t, "POST", qPath(topic, "nack"), map[string]any{"receipt": l[0].Receipt}), 410, "gone", "receipt")
 	checkError(t, p.call(t, "POST", qPath(topic, "nack"), map[string]any{"receipt": forged}), 410, "gone", "receipt")
 	// A receipt is bound to its topic.
@@ -1002,4 +1010,16 @@ func TestQueueDedupeInBatch(t *testing.T) {
 		t.Errorf("batch committed %d events, want 2 (two messages)", h-head)
 	}
 	wantStats(t, p, topic, 2, 0, 0, 0)
+}
+
+// forgeReceipt returns r with its last byte changed: the same message and
+// lease, another nonce.
+func forgeReceipt(t *testing.T, r string) string {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(r, "r1."))
+	if err != nil || len(b) == 0 {
+		t.Fatalf("receipt %q does not decode: %v", r, err)
+	}
+	b[len(b)-1] ^= 0xFF
+	return "r1." + base64.RawURLEncoding.EncodeToString(b)
 }

@@ -1,5 +1,5 @@
 // Command engram is the Engram CLI: the load generator (bench), tail,
-// health, stream, queue, lock and, later, cron/search/backup/restore/verify/
+// health, stream, queue, lock, cron and, later, search/backup/restore/verify/
 // keygen.
 //
 // Each subcommand is one entry in the commands map below; it gets its own
@@ -35,6 +35,7 @@ var commands = map[string]command{
 	"stream": {summary: "get, set, update, delete and list stream items (engram stream -h)", run: runStream},
 	"queue":  {summary: "publish, lease, ack and nack queue messages; stats, dead letters (engram queue -h)", run: runQueue},
 	"lock":   {summary: "acquire, renew, release, get and list locks (engram lock -h)", run: runLock},
+	"cron":   {summary: "create, get, delete and list cron jobs that publish on a queue (engram cron -h)", run: runCron},
 }
 
 // errUsage marks an error already explained to the user (bad flags, -h):
