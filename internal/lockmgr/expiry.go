@@ -82,9 +82,22 @@ func (m *Manager) expiryLoop() {
 	}
 }
 
+// expiryLower is where scans of the expiry index start: every entry below
+// it is gone. The loop deletes entries in key order up to "now", and no
+// command ever writes an expiry at or before its own now (TTLs are ≥ 100
+// ms), so nothing appears below the last entry the loop handled. Starting
+// there skips the deleted keys Pebble keeps until compaction, which
+// otherwise make each pass over a mass expiry slower than the last.
+func (m *Manager) expiryLower() []byte {
+	if b := m.expLow.Load(); b != nil {
+		return *b
+	}
+	return storage.LockExpiryPrefix()
+}
+
 func (m *Manager) nextExpiry() (int64, error) {
 	p := storage.LockExpiryPrefix()
-	it, err := m.store.NewIter(p, storage.PrefixEnd(p))
+	it, err := m.store.NewIter(m.expiryLower(), storage.PrefixEnd(p))
 	if err != nil {
 		return 0, err
 	}
@@ -104,7 +117,7 @@ func (m *Manager) expireDue(ctx context.Context) error {
 		lags = lags[:0]
 		p := storage.LockExpiryPrefix()
 		upper := binary.BigEndian.AppendUint64(append([]byte(nil), p...), uint64(l.now)+1)
-		it, err := l.tx.NewIter(p, upper)
+		it, err := l.tx.NewIter(m.expiryLower(), upper)
 		if err != nil {
 			return nil, err
 		}
@@ -132,6 +145,12 @@ func (m *Manager) expireDue(ctx context.Context) error {
 			if err := l.drop(r, Expired); err != nil {
 				return nil, err
 			}
+		}
+		if n := len(keys); n > 0 {
+			// The command succeeds from here on (a failed commit makes the
+			// store read-only), so the bound may move now.
+			last := keys[n-1]
+			m.expLow.Store(&last)
 		}
 		return nil, nil
 	})

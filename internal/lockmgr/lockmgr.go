@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -104,6 +105,7 @@ type Manager struct {
 	q     queues
 	m     metrics
 
+	expLow    atomic.Pointer[[]byte] // see expiryLower
 	wake      chan struct{}
 	stop      chan struct{}
 	done      chan struct{}
