@@ -66,7 +66,8 @@ type Engine struct {
 	log   *slog.Logger
 	known knownSet // owned by the writer: touched only inside commands
 
-	readyLow  map[string][]byte // owned by the writer: see qtx.readyLowOf
+	readyLow  map[string][]byte          // owned by the writer: see qtx.readyLowOf
+	timerLow  [16]atomic.Pointer[[]byte] // by namespace's low nibble: see timerLower
 	qwait     qwaiters
 	qm        queueMetrics
 	qtimer    queueTimer

@@ -214,7 +214,7 @@ func (e *Engine) queueTimerLoop() {
 func (e *Engine) nextQueueDeadline() (int64, error) {
 	var next int64
 	for _, p := range [][]byte{storage.QueueDelayedPrefix(), storage.QueueLeasedPrefix(), storage.QueueDedupeExpPrefix()} {
-		it, err := e.store.NewIter(p, storage.PrefixEnd(p))
+		it, err := e.store.NewIter(e.timerLower(p), storage.PrefixEnd(p))
 		if err != nil {
 			return 0, err
 		}
@@ -231,10 +231,24 @@ func (e *Engine) nextQueueDeadline() (int64, error) {
 	return next, nil
 }
 
+// timerLower is where scans of a timer index (delayed, leased, dedupe
+// expiry: keyed by time first) start: every entry below it is gone. The
+// timer deletes entries in key order up to "now", and no command writes an
+// entry at or before its own now (a delay, a lease or a dedupe window is
+// always in the future), so nothing appears below the last entry the timer
+// handled. Starting there skips the deleted keys Pebble keeps until
+// compaction, which would slow every pass of a mass expiry.
+func (e *Engine) timerLower(prefix []byte) []byte {
+	if b := e.timerLow[prefix[0]&0x0f].Load(); b != nil {
+		return *b
+	}
+	return prefix
+}
+
 // dueKeys reads up to max keys of a timer index due at now.
-func dueKeys(tx *wal.Tx, prefix []byte, now int64, max int) ([][]byte, error) {
+func (e *Engine) dueKeys(tx *wal.Tx, prefix []byte, now int64, max int) ([][]byte, error) {
 	upper := storage.AppendUint64(append([]byte(nil), prefix...), uint64(now)+1)
-	it, err := tx.NewIter(prefix, upper)
+	it, err := tx.NewIter(e.timerLower(prefix), upper)
 	if err != nil {
 		return nil, err
 	}
@@ -256,7 +270,7 @@ func (e *Engine) processDue(ctx context.Context) (int, error) {
 		q = e.newQtx(tx)
 		expired, dead, lags = 0, 0, lags[:0]
 		n := 0
-		leased, err := dueKeys(tx, storage.QueueLeasedPrefix(), q.now, maxQueueChunk)
+		leased, err := e.dueKeys(tx, storage.QueueLeasedPrefix(), q.now, maxQueueChunk)
 		if err != nil {
 			return nil, err
 		}
@@ -283,7 +297,7 @@ func (e *Engine) processDue(ctx context.Context) (int, error) {
 			}
 			n++
 		}
-		delayed, err := dueKeys(tx, storage.QueueDelayedPrefix(), q.now, maxQueueChunk)
+		delayed, err := e.dueKeys(tx, storage.QueueDelayedPrefix(), q.now, maxQueueChunk)
 		if err != nil {
 			return nil, err
 		}
@@ -310,7 +324,7 @@ func (e *Engine) processDue(ctx context.Context) (int, error) {
 			}
 			n++
 		}
-		dedupe, err := dueKeys(tx, storage.QueueDedupeExpPrefix(), q.now, maxQueueChunk)
+		dedupe, err := e.dueKeys(tx, storage.QueueDedupeExpPrefix(), q.now, maxQueueChunk)
 		if err != nil {
 			return nil, err
 		}
@@ -330,6 +344,14 @@ func (e *Engine) processDue(ctx context.Context) (int, error) {
 			n++
 		}
 		q.finish()
+		// The command succeeds from here on (a failed commit makes the store
+		// read-only): the bounds may move.
+		for _, ks := range [][][]byte{leased, delayed, dedupe} {
+			if len(ks) > 0 {
+				last := ks[len(ks)-1]
+				e.timerLow[last[0]&0x0f].Store(&last)
+			}
+		}
 		return n, nil
 	})
 	if err != nil {

@@ -73,6 +73,8 @@ type Sequencer struct {
 	cfg  Config
 	log  *slog.Logger
 	reqs chan *request
+	// lastNow is the last command's time (the writer's: see apply).
+	lastNow time.Time
 
 	// syncq carries committed-but-not-yet-synced batches from the writer
 	// to the syncer, in commit order.
@@ -311,7 +313,15 @@ func (s *Sequencer) apply(b *pebble.Batch, r *request, events []Event) []Event {
 		r.err = ErrUnavailable
 		return events
 	}
-	tx := &Tx{batch: b, now: s.cfg.Now(), first: s.next}
+	// A command's time never goes back, even when the wall clock does: event
+	// times follow seqs, and the timer loops may rely on "nothing is
+	// scheduled at or before the last time handled".
+	now := s.cfg.Now()
+	if now.Before(s.lastNow) {
+		now = s.lastNow
+	}
+	s.lastNow = now
+	tx := &Tx{batch: b, now: now, first: s.next}
 	r.res, r.err = s.call(r.cmd, tx)
 	if r.err != nil {
 		r.res = nil

@@ -280,3 +280,32 @@ func TestCrashKeepsAcknowledged(t *testing.T) {
 		})
 	}
 }
+
+// TestCommandTimeNeverGoesBack: a wall clock stepping back does not move
+// commands' (and events') time back.
+func TestCommandTimeNeverGoesBack(t *testing.T) {
+	db := openDB(t, vfs.NewMem())
+	defer db.Close()
+	base := time.Unix(1_800_000_000, 0)
+	clock := []time.Time{base, base.Add(-time.Hour), base.Add(time.Second), base.Add(-time.Minute)}
+	i := 0
+	s, err := New(db, Config{NoSync: true, Now: func() time.Time {
+		t := clock[min(i, len(clock)-1)]
+		i++
+		return t
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	want := []time.Time{base, base, base.Add(time.Second), base.Add(time.Second)}
+	for n, w := range want {
+		got, err := s.Submit(context.Background(), func(tx *Tx) (any, error) { return tx.Now(), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.(time.Time).Equal(w) {
+			t.Errorf("command %d: time %v, want %v", n, got, w)
+		}
+	}
+}
