@@ -3,6 +3,7 @@ package lockmgr
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"time"
 
 	"engram/internal/storage"
@@ -121,24 +122,38 @@ func (m *Manager) expireDue(ctx context.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		var keys [][]byte
-		for ok := it.First(); ok && len(keys) < expiryChunk; ok = it.Next() {
-			keys = append(keys, append([]byte(nil), it.Key()...))
+		type due struct {
+			key []byte
+			r   record
+			ok  bool // the value held a copy of the record
+		}
+		var dues []due
+		for ok := it.First(); ok && len(dues) < expiryChunk; ok = it.Next() {
+			d := due{key: append([]byte(nil), it.Key()...)}
+			if v := it.Value(); len(v) > 0 && json.Unmarshal(v, &d.r) == nil {
+				d.ok = true
+			}
+			dues = append(dues, d)
 		}
 		if err := it.Close(); err != nil {
 			return nil, err
 		}
-		for _, k := range keys {
-			at, id, err := storage.LockExpiryOf(k)
+		keys := make([][]byte, len(dues))
+		for i, d := range dues {
+			keys[i] = d.key
+			at, id, err := storage.LockExpiryOf(d.key)
 			if err != nil {
 				return nil, err
 			}
-			r, err := l.get(id)
-			if err != nil {
-				return nil, err
+			r := &dues[i].r
+			if !d.ok || r.ID != id || r.ExpiresAt != at {
+				// No usable copy: read the record.
+				if r, err = l.get(id); err != nil {
+					return nil, err
+				}
 			}
 			if r == nil || r.ExpiresAt != at {
-				l.tx.Delete(k) // a stale entry
+				l.tx.Delete(d.key) // a stale entry
 				continue
 			}
 			lags = append(lags, time.Duration(l.now-at))

@@ -355,12 +355,15 @@ func (l *ltx) holderOf(resource string) (*record, error) {
 	return l.get(id)
 }
 
+// put writes a lock's record, and its entry in the expiry index with a
+// copy of the record (so that the expiry loop reads no record per lock).
 func (l *ltx) put(r *record) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("lockmgr: encode lock: %w", err)
 	}
 	l.tx.Set(storage.LockKey(r.ID), b)
+	l.tx.Set(storage.LockExpiryKey(r.ExpiresAt, r.ID), b)
 	return nil
 }
 
@@ -442,7 +445,6 @@ func (m *Manager) tryAcquire(ctx context.Context, resources []string, holder str
 		for _, res := range resources {
 			l.tx.Set(storage.LockResourceKey(res), r.ID[:])
 		}
-		l.tx.Set(storage.LockExpiryKey(r.ExpiresAt, r.ID), nil)
 		l.deadline = r.ExpiresAt
 		if err := l.put(r); err != nil {
 			return nil, err
@@ -511,7 +513,6 @@ func (m *Manager) Renew(ctx context.Context, lockID string, ttlMs *int64) (*Lock
 		}
 		l.tx.Delete(storage.LockExpiryKey(r.ExpiresAt, r.ID))
 		r.ExpiresAt = l.now + int64(ttl)
-		l.tx.Set(storage.LockExpiryKey(r.ExpiresAt, r.ID), nil)
 		l.deadline = r.ExpiresAt
 		if err := l.put(r); err != nil {
 			return nil, err
