@@ -81,7 +81,8 @@ type GroupScan struct {
 	Seq uint64
 	// Count is the group's item count.
 	Count uint64
-	ok    bool
+	ok    bool // the iterator is on an item
+	moved bool // Next has returned the item it is on
 	err   error
 }
 
@@ -119,8 +120,13 @@ func (e *Engine) ScanGroup(stream, group string) (*GroupScan, error) {
 }
 
 // Next returns the next item; ok is false at the end (or on an error: see
-// Err). The slices are valid until the next call.
+// Err). The slices are valid until the next call: the iterator moves on
+// only then, since moving it may reuse their memory.
 func (s *GroupScan) Next() (id string, value []byte, ok bool) {
+	if s.moved {
+		s.ok = s.it.Next()
+	}
+	s.moved = true
 	if !s.ok || s.err != nil {
 		return "", nil, false
 	}
@@ -129,9 +135,7 @@ func (s *GroupScan) Next() (id string, value []byte, ok bool) {
 		s.err = err
 		return "", nil, false
 	}
-	value = s.it.Value()
-	s.ok = s.it.Next()
-	return id, value, true
+	return id, s.it.Value(), true
 }
 
 // Err is the scan's error, if it ended on one.
