@@ -3,78 +3,30 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"flag"
-	"fmt"
 	"io"
-	"strings"
 
 	"engram/client"
 )
 
-// cronSubcommands are the subcommands of `engram cron`, in usage order.
-var cronSubcommands = []struct {
-	name, args, summary string
-	run                 func(args []string, stdout, stderr io.Writer) error
-}{
+// cronCommand is `engram cron` and its subcommands, in usage order.
+var cronCommand = commandGroup{name: "cron", notes: "At each time of its schedule, a job\n" +
+	`publishes {"job","scheduled_at","payload"} on its queue (lease it with engram queue lease).` + "\n" +
+	"Output is compact JSON, one value per line. Exit status: 0 ok, 1 error (the server's\n" +
+	"message on stderr: a bad expression, an unknown job), 2 usage.\n", subs: []subcommand{
 	{"put", "NAME --schedule EXPR --queue TOPIC [--timezone Z] [--payload JSON] [--catch-up skip|once]", "create or replace the job NAME; prints it (with its next_fire_at)", runCronPut},
 	{"get", "NAME", "print the job NAME (with its last_fired_at and next_fire_at)", runCronGet},
 	{"rm", "NAME", "delete the job NAME: it fires no more", runCronRm},
 	{"ls", "", "list the jobs by name, one a line", runCronList},
-}
+}}
 
 // runCron creates, shows, deletes and lists cron jobs: engram cron
 // put|get|rm|ls.
 func runCron(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		cronUsage(stderr)
-		return errUsage
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		cronUsage(stderr)
-		return flag.ErrHelp
-	}
-	for _, s := range cronSubcommands {
-		if s.name == args[0] {
-			return s.run(args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "engram cron: unknown subcommand %q\n\n", args[0])
-	cronUsage(stderr)
-	return errUsage
-}
-
-func cronUsage(w io.Writer) {
-	var b strings.Builder
-	b.WriteString("Usage: engram cron <subcommand> [flags] ARGS\n\nSubcommands:\n")
-	for _, s := range cronSubcommands {
-		fmt.Fprintf(&b, "%s\n       %s\n", strings.TrimRight(fmt.Sprintf("  %-4s %s", s.name, s.args), " "), s.summary)
-	}
-	b.WriteString("\nEvery subcommand takes --server URL and --token TOKEN (env ENGRAM_SERVER, ENGRAM_TOKEN);\n" +
-		"`engram cron <subcommand> -h` shows its flags. At each time of its schedule, a job\n" +
-		`publishes {"job","scheduled_at","payload"} on its queue (lease it with engram queue lease).` + "\n" +
-		"Output is compact JSON, one value per line. Exit status: 0 ok, 1 error (the server's\n" +
-		"message on stderr: a bad expression, an unknown job), 2 usage.\n")
-	io.WriteString(w, b.String())
-}
-
-// newCronFlags is the flag set of one cron subcommand, with --server and
-// --token.
-func newCronFlags(sub, args, help string, stderr io.Writer) *streamFlags {
-	name := "engram cron " + sub
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f := &streamFlags{FlagSet: fs, name: name}
-	f.server, f.token = serverFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "%s\n\n%s\n\nFlags:\n", strings.TrimSpace("Usage: "+name+" [flags] "+args), help)
-		fs.PrintDefaults()
-	}
-	return f
+	return cronCommand.run(args, stdout, stderr)
 }
 
 func runCronPut(args []string, stdout, stderr io.Writer) error {
-	f := newCronFlags("put", "NAME",
+	f := newSubFlags("cron", "put", "NAME",
 		"Creates the job NAME, or replaces it whole, and prints it:\n"+
 			`{"name","schedule","timezone","queue","payload","catch_up","created_at","updated_at",`+"\n"+
 			`"last_fired_at","next_fire_at"}. --schedule has five fields (minute hour day month`+"\n"+
@@ -120,7 +72,7 @@ func runCronPut(args []string, stdout, stderr io.Writer) error {
 }
 
 func runCronGet(args []string, stdout, stderr io.Writer) error {
-	f := newCronFlags("get", "NAME",
+	f := newSubFlags("cron", "get", "NAME",
 		"Prints the job NAME, with its last_fired_at (the scheduled time of its last fire, null\n"+
 			"before the first) and next_fire_at. An unknown job is an error (404 not_found, exit\n"+
 			"status 1).", stderr)
@@ -141,7 +93,7 @@ func runCronGet(args []string, stdout, stderr io.Writer) error {
 }
 
 func runCronRm(args []string, stdout, stderr io.Writer) error {
-	f := newCronFlags("rm", "NAME",
+	f := newSubFlags("cron", "rm", "NAME",
 		"Deletes the job NAME; prints nothing. It fires no more (messages it published stay on\n"+
 			"their queue). An unknown job is an error (404 not_found, exit status 1).", stderr)
 	pos, err := f.parse(args, 1, 1)
@@ -157,7 +109,7 @@ func runCronRm(args []string, stdout, stderr io.Writer) error {
 }
 
 func runCronList(args []string, stdout, stderr io.Writer) error {
-	f := newCronFlags("ls", "",
+	f := newSubFlags("cron", "ls", "",
 		"Prints every job, one JSON object a line, by name, following every page.", stderr)
 	pageSize := f.Int("page-size", 0, "jobs per request, 1 to 1000 (0: the server's default)")
 	if _, err := f.parse(args, 0, 0); err != nil {

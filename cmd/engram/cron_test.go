@@ -176,7 +176,7 @@ func TestCronUsage(t *testing.T) {
 		}
 	}
 
-	if code, out, _ := runCLI(t, "help", "cron"); code != 0 || !strings.Contains(out, "put  NAME --schedule EXPR --queue TOPIC [--timezone Z] [--payload JSON] [--catch-up skip|once]") {
+	if code, out, _ := runCLI(t, "help", "cron"); code != 0 || !strings.Contains(out, "put NAME --schedule EXPR --queue TOPIC [--timezone Z] [--payload JSON] [--catch-up skip|once]") {
 		t.Fatalf("help cron: exit %d, %q", code, out)
 	}
 	if code, out, _ := runCLI(t, "help"); code != 0 || !strings.Contains(out, "cron       create, get, delete and list cron jobs") {

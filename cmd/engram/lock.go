@@ -2,79 +2,31 @@ package main
 
 import (
 	"bufio"
-	"flag"
-	"fmt"
 	"io"
 	"math"
-	"strings"
 
 	"engram/client"
 )
 
-// lockSubcommands are the subcommands of `engram lock`, in usage order.
-var lockSubcommands = []struct {
-	name, args, summary string
-	run                 func(args []string, stdout, stderr io.Writer) error
-}{
+// lockCommand is `engram lock` and its subcommands, in usage order.
+var lockCommand = commandGroup{name: "lock", notes: "Durations are Go durations (500ms, 30s, 2m).\n" +
+	"Output is compact JSON, one value per line. Exit status: 0 ok, 1 error (the server's\n" +
+	"message on stderr: a held resource, a lock gone), 2 usage.\n", subs: []subcommand{
 	{"acquire", "RESOURCE... --holder H --ttl D [--wait D]", "lock every RESOURCE, or none; prints the lock (with its lock_id and fencing_token)", runLockAcquire},
 	{"renew", "LOCK_ID --ttl D", "extend a held lock to now + --ttl", runLockRenew},
 	{"release", "LOCK_ID", "release a held lock", runLockRelease},
 	{"get", "RESOURCE", "print the lock holding RESOURCE (exit status 1 when it is free)", runLockGet},
 	{"ls", "[PREFIX]", "list the locks holding a resource that starts with PREFIX (all without), one a line", runLockList},
-}
+}}
 
 // runLock acquires, renews, releases and lists locks: engram lock
 // acquire|renew|release|get|ls.
 func runLock(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		lockUsage(stderr)
-		return errUsage
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		lockUsage(stderr)
-		return flag.ErrHelp
-	}
-	for _, s := range lockSubcommands {
-		if s.name == args[0] {
-			return s.run(args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "engram lock: unknown subcommand %q\n\n", args[0])
-	lockUsage(stderr)
-	return errUsage
-}
-
-func lockUsage(w io.Writer) {
-	var b strings.Builder
-	b.WriteString("Usage: engram lock <subcommand> [flags] ARGS\n\nSubcommands:\n")
-	for _, s := range lockSubcommands {
-		fmt.Fprintf(&b, "  %-7s %s\n          %s\n", s.name, s.args, s.summary)
-	}
-	b.WriteString("\nEvery subcommand takes --server URL and --token TOKEN (env ENGRAM_SERVER, ENGRAM_TOKEN);\n" +
-		"`engram lock <subcommand> -h` shows its flags. Durations are Go durations (500ms, 30s, 2m).\n" +
-		"Output is compact JSON, one value per line. Exit status: 0 ok, 1 error (the server's\n" +
-		"message on stderr: a held resource, a lock gone), 2 usage.\n")
-	io.WriteString(w, b.String())
-}
-
-// newLockFlags is the flag set of one lock subcommand, with --server and
-// --token.
-func newLockFlags(sub, args, help string, stderr io.Writer) *streamFlags {
-	name := "engram lock " + sub
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f := &streamFlags{FlagSet: fs, name: name}
-	f.server, f.token = serverFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [flags] %s\n\n%s\n\nFlags:\n", name, args, help)
-		fs.PrintDefaults()
-	}
-	return f
+	return lockCommand.run(args, stdout, stderr)
 }
 
 func runLockAcquire(args []string, stdout, stderr io.Writer) error {
-	f := newLockFlags("acquire", "RESOURCE...",
+	f := newSubFlags("lock", "acquire", "RESOURCE...",
 		"Locks every RESOURCE (1 to 64) for --holder, or none, for --ttl unless renewed. Prints\n"+
 			`{"lock_id","resources","holder","fencing_token","acquired_at","expires_at"}; renew or`+"\n"+
 			"release it by its lock_id. A resource held by another lock is an error naming its holder\n"+
@@ -114,7 +66,7 @@ func runLockAcquire(args []string, stdout, stderr io.Writer) error {
 }
 
 func runLockRenew(args []string, stdout, stderr io.Writer) error {
-	f := newLockFlags("renew", "LOCK_ID",
+	f := newSubFlags("lock", "renew", "LOCK_ID",
 		"Extends a held lock to now + --ttl and prints it (its fencing_token stays). A lock that\n"+
 			"was released or has expired is an error (410 gone, exit status 1): acquire it again.", stderr)
 	var ttl optDuration
@@ -139,7 +91,7 @@ func runLockRenew(args []string, stdout, stderr io.Writer) error {
 }
 
 func runLockRelease(args []string, stdout, stderr io.Writer) error {
-	f := newLockFlags("release", "LOCK_ID",
+	f := newSubFlags("lock", "release", "LOCK_ID",
 		"Releases a held lock; prints nothing. A lock that was already released or has expired\n"+
 			"is an error (410 gone, exit status 1).", stderr)
 	pos, err := f.parse(args, 1, 1)
@@ -155,7 +107,7 @@ func runLockRelease(args []string, stdout, stderr io.Writer) error {
 }
 
 func runLockGet(args []string, stdout, stderr io.Writer) error {
-	f := newLockFlags("get", "RESOURCE",
+	f := newSubFlags("lock", "get", "RESOURCE",
 		"Prints the lock holding RESOURCE. A free resource is an error (404 not_found, exit\n"+
 			"status 1).", stderr)
 	pos, err := f.parse(args, 1, 1)
@@ -175,7 +127,7 @@ func runLockGet(args []string, stdout, stderr io.Writer) error {
 }
 
 func runLockList(args []string, stdout, stderr io.Writer) error {
-	f := newLockFlags("ls", "[PREFIX]",
+	f := newSubFlags("lock", "ls", "[PREFIX]",
 		"Prints the locks holding a resource that starts with PREFIX (every lock without one),\n"+
 			"one JSON object a line, in the order of their first such resource, following every\n"+
 			"page; each lock once.", stderr)

@@ -3,21 +3,18 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"math"
-	"strings"
 	"time"
 
 	"engram/client"
 )
 
-// queueSubcommands are the subcommands of `engram queue`, in usage order.
-var queueSubcommands = []struct {
-	name, args, summary string
-	run                 func(args []string, stdout, stderr io.Writer) error
-}{
+// queueCommand is `engram queue` and its subcommands, in usage order.
+var queueCommand = commandGroup{name: "queue", notes: "Durations are Go durations (500ms, 30s, 2m).\n" +
+	"Output is compact JSON, one value per line. Exit status: 0 ok, 1 error (the server's\n" +
+	"message on stderr), 2 usage.\n", subs: []subcommand{
 	{"publish", "TOPIC PAYLOAD|- [--delay D] [--dedupe-id ID] [--group G] [--max-attempts N] [--backoff D]", "publish a message (JSON; - reads it from stdin)", runQueuePublish},
 	{"lease", "TOPIC [--max N] [--visibility D] [--wait D]", "lease ready messages, printing one JSON message a line", runQueueLease},
 	{"ack", "TOPIC RECEIPT...", "acknowledge leased messages: done", runQueueAck},
@@ -25,56 +22,12 @@ var queueSubcommands = []struct {
 	{"stats", "[TOPIC]", "print a topic's message counts, or every topic's", runQueueStats},
 	{"dead", "TOPIC", "list a topic's dead letters, one JSON message a line", runQueueDead},
 	{"redrive", "TOPIC", "move a topic's dead letters back to ready", runQueueRedrive},
-}
+}}
 
 // runQueue publishes, leases and settles queue messages: engram queue
 // publish|lease|ack|nack|stats|dead|redrive.
 func runQueue(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		queueUsage(stderr)
-		return errUsage
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		queueUsage(stderr)
-		return flag.ErrHelp
-	}
-	for _, s := range queueSubcommands {
-		if s.name == args[0] {
-			return s.run(args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "engram queue: unknown subcommand %q\n\n", args[0])
-	queueUsage(stderr)
-	return errUsage
-}
-
-func queueUsage(w io.Writer) {
-	var b strings.Builder
-	b.WriteString("Usage: engram queue <subcommand> [flags] ARGS\n\nSubcommands:\n")
-	for _, s := range queueSubcommands {
-		fmt.Fprintf(&b, "  %-7s %s\n          %s\n", s.name, s.args, s.summary)
-	}
-	b.WriteString("\nEvery subcommand takes --server URL and --token TOKEN (env ENGRAM_SERVER, ENGRAM_TOKEN);\n" +
-		"`engram queue <subcommand> -h` shows its flags. Durations are Go durations (500ms, 30s, 2m).\n" +
-		"Output is compact JSON, one value per line. Exit status: 0 ok, 1 error (the server's\n" +
-		"message on stderr), 2 usage.\n")
-	io.WriteString(w, b.String())
-}
-
-// newQueueFlags is the flag set of one queue subcommand, with --server and
-// --token.
-func newQueueFlags(sub, args, help string, stderr io.Writer) *streamFlags {
-	name := "engram queue " + sub
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f := &streamFlags{FlagSet: fs, name: name}
-	f.server, f.token = serverFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [flags] %s\n\n%s\n\nFlags:\n", name, args, help)
-		fs.PrintDefaults()
-	}
-	return f
+	return queueCommand.run(args, stdout, stderr)
 }
 
 // optDuration is a duration flag that tells "not given" from 0.
@@ -105,7 +58,7 @@ type publishedLine struct {
 }
 
 func runQueuePublish(args []string, stdout, stderr io.Writer) error {
-	f := newQueueFlags("publish", "TOPIC PAYLOAD|-",
+	f := newSubFlags("queue", "publish", "TOPIC PAYLOAD|-",
 		"Publishes one message whose payload is PAYLOAD, any JSON (quote a string: '\"text\"'); -\n"+
 			"reads it from stdin. Put -- before a PAYLOAD that starts with - (a negative number).\n"+
 			`Prints {"id":..,"seq":..,"available_at":..,"duplicate":false}; "duplicate" is true when`+"\n"+
@@ -144,7 +97,7 @@ func runQueuePublish(args []string, stdout, stderr io.Writer) error {
 }
 
 func runQueueLease(args []string, stdout, stderr io.Writer) error {
-	f := newQueueFlags("lease", "TOPIC",
+	f := newSubFlags("queue", "lease", "TOPIC",
 		"Leases up to --max ready messages and prints them, one JSON object a line:\n"+
 			`{"id","payload","attempt","receipt","lease_expires_at","published_at"}. Ack each by its`+"\n"+
 			"receipt before --visibility ends, or it is delivered again. With --wait it waits for a\n"+
@@ -175,7 +128,7 @@ func runQueueLease(args []string, stdout, stderr io.Writer) error {
 }
 
 func runQueueAck(args []string, stdout, stderr io.Writer) error {
-	f := newQueueFlags("ack", "TOPIC RECEIPT...",
+	f := newSubFlags("queue", "ack", "TOPIC RECEIPT...",
 		"Acknowledges leased messages by their receipts: they are done and deleted. Prints\n"+
 			`{"acked":n,"stale":[..]}. A stale receipt (the lease had ended) is not acked; then the`+"\n"+
 			"exit status is 1.", stderr)
@@ -205,7 +158,7 @@ func runQueueAck(args []string, stdout, stderr io.Writer) error {
 }
 
 func runQueueNack(args []string, stdout, stderr io.Writer) error {
-	f := newQueueFlags("nack", "TOPIC RECEIPT",
+	f := newSubFlags("queue", "nack", "TOPIC RECEIPT",
 		"Gives a leased message back: it is ready again after --delay (default: its backoff), or\n"+
 			"goes to the dead letters if this was its last attempt. Prints\n"+
 			`{"id","attempt","state","available_at"} (state: ready, delayed or dead). A stale`+"\n"+
@@ -230,7 +183,7 @@ func runQueueNack(args []string, stdout, stderr io.Writer) error {
 }
 
 func runQueueStats(args []string, stdout, stderr io.Writer) error {
-	f := newQueueFlags("stats", "[TOPIC]",
+	f := newSubFlags("queue", "stats", "[TOPIC]",
 		`With TOPIC, prints its counts: {"topic","ready","leased","delayed","dead"} (zeros for a`+"\n"+
 			"topic never used). Without, prints those of every topic, one a line, by name.", stderr)
 	pos, err := f.parse(args, 0, 1)
@@ -263,7 +216,7 @@ func runQueueStats(args []string, stdout, stderr io.Writer) error {
 }
 
 func runQueueDead(args []string, stdout, stderr io.Writer) error {
-	f := newQueueFlags("dead", "TOPIC",
+	f := newSubFlags("queue", "dead", "TOPIC",
 		"Prints the topic's dead letters in the order they died, one JSON object a line:\n"+
 			`{"id","payload","attempt","error","dead_at"}, following every page.`, stderr)
 	pageSize := f.Int("page-size", 0, "messages per request, 1 to 1000 (0: the server's default)")
@@ -293,7 +246,7 @@ func runQueueDead(args []string, stdout, stderr io.Writer) error {
 }
 
 func runQueueRedrive(args []string, stdout, stderr io.Writer) error {
-	f := newQueueFlags("redrive", "TOPIC",
+	f := newSubFlags("queue", "redrive", "TOPIC",
 		`Moves every dead letter of the topic back to ready, with attempt 0. Prints {"redriven":n}.`, stderr)
 	pos, err := f.parse(args, 1, 1)
 	if err != nil {

@@ -21,50 +21,20 @@ import (
 // stdin is where `engram stream set|update ... -` reads; tests replace it.
 var stdin io.Reader = os.Stdin
 
-// streamSubcommands are the subcommands of `engram stream`, in usage order.
-var streamSubcommands = []struct {
-	name, args, summary string
-	run                 func(args []string, stdout, stderr io.Writer) error
-}{
+// streamCommand is `engram stream` and its subcommands, in usage order.
+var streamCommand = commandGroup{name: "stream", notes: "Values are JSON and printed as compact\n" +
+	"JSON, one per line. Exit status: 0 ok, 1 error (the server's message on stderr), 2 usage.\n", subs: []subcommand{
 	{"get", "STREAM/GROUP/ITEM", "print an item's value", runStreamGet},
 	{"set", "STREAM/GROUP/ITEM VALUE|-", "set an item's value (JSON; - reads it from stdin)", runStreamSet},
 	{"update", "STREAM/GROUP/ITEM [OPS|-] [--inc K[=N]] [--set K=JSON] ...", "apply update ops as one change", runStreamUpdate},
 	{"delete", "STREAM/GROUP/ITEM", "delete an item, printing its last value", runStreamDelete},
 	{"ls", "[STREAM[/GROUP]]", "list streams and their groups, a stream's groups, or a group's items", runStreamLs},
-}
+}}
 
 // runStream reads and changes stream items: engram stream
 // get|set|update|delete|ls.
 func runStream(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		streamUsage(stderr)
-		return errUsage
-	}
-	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		streamUsage(stderr)
-		return flag.ErrHelp
-	}
-	for _, s := range streamSubcommands {
-		if s.name == args[0] {
-			return s.run(args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "engram stream: unknown subcommand %q\n\n", args[0])
-	streamUsage(stderr)
-	return errUsage
-}
-
-func streamUsage(w io.Writer) {
-	var b strings.Builder
-	b.WriteString("Usage: engram stream <subcommand> [flags] ARGS\n\nSubcommands:\n")
-	for _, s := range streamSubcommands {
-		fmt.Fprintf(&b, "  %-6s %s\n         %s\n", s.name, s.args, s.summary)
-	}
-	b.WriteString("\nEvery subcommand takes --server URL and --token TOKEN (env ENGRAM_SERVER, ENGRAM_TOKEN);\n" +
-		"`engram stream <subcommand> -h` shows its flags. Values are JSON and printed as compact\n" +
-		"JSON, one per line. Exit status: 0 ok, 1 error (the server's message on stderr), 2 usage.\n")
-	io.WriteString(w, b.String())
+	return streamCommand.run(args, stdout, stderr)
 }
 
 // streamFlags is the flag set of one stream subcommand, with --server and
@@ -73,19 +43,6 @@ type streamFlags struct {
 	*flag.FlagSet
 	name          string // "engram stream get"
 	server, token *string
-}
-
-func newStreamFlags(sub, args, help string, stderr io.Writer) *streamFlags {
-	name := "engram stream " + sub
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	f := &streamFlags{FlagSet: fs, name: name}
-	f.server, f.token = serverFlag(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s [flags] %s\n\n%s\n\nFlags:\n", name, args, help)
-		fs.PrintDefaults()
-	}
-	return f
 }
 
 // parse parses the flags wherever they stand among args ("--" ends them)
@@ -174,7 +131,7 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func runStreamGet(args []string, stdout, stderr io.Writer) error {
-	f := newStreamFlags("get", "STREAM/GROUP/ITEM",
+	f := newSubFlags("stream", "get", "STREAM/GROUP/ITEM",
 		"Prints the item's value as compact JSON. A missing item is an error (exit status 1).", stderr)
 	pos, err := f.parse(args, 1, 1)
 	if err != nil {
@@ -197,7 +154,7 @@ func runStreamGet(args []string, stdout, stderr io.Writer) error {
 }
 
 func runStreamSet(args []string, stdout, stderr io.Writer) error {
-	f := newStreamFlags("set", "STREAM/GROUP/ITEM VALUE|-",
+	f := newSubFlags("stream", "set", "STREAM/GROUP/ITEM VALUE|-",
 		"Sets the item's value to VALUE, any JSON (quote a string: '\"text\"'); - reads the value\n"+
 			"from stdin. Put -- before a VALUE that starts with - (a negative number). Prints the\n"+
 			`change: {"old_value":..,"new_value":..} (old_value is null for a new item).`, stderr)
@@ -337,7 +294,7 @@ func parseOps(b []byte) ([]client.StreamOp, error) {
 }
 
 func runStreamUpdate(args []string, stdout, stderr io.Writer) error {
-	f := newStreamFlags("update", "STREAM/GROUP/ITEM [OPS|-]",
+	f := newSubFlags("stream", "update", "STREAM/GROUP/ITEM [OPS|-]",
 		"Applies update ops to the item, in order, as one change (an absent item starts as {}).\n"+
 			`OPS is a JSON array of ops, e.g. '[{"type":"increment","path":"n","by":1}]' (types: set,`+"\n"+
 			"increment, decrement, remove, merge, append); - reads it from stdin. The flags add ops\n"+
@@ -391,7 +348,7 @@ func runStreamUpdate(args []string, stdout, stderr io.Writer) error {
 }
 
 func runStreamDelete(args []string, stdout, stderr io.Writer) error {
-	f := newStreamFlags("delete", "STREAM/GROUP/ITEM",
+	f := newSubFlags("stream", "delete", "STREAM/GROUP/ITEM",
 		"Deletes the item and prints its last value. A missing item is an error (exit status 1).", stderr)
 	pos, err := f.parse(args, 1, 1)
 	if err != nil {
@@ -414,7 +371,7 @@ func runStreamDelete(args []string, stdout, stderr io.Writer) error {
 }
 
 func runStreamLs(args []string, stdout, stderr io.Writer) error {
-	f := newStreamFlags("ls", "[STREAM[/GROUP]]",
+	f := newSubFlags("stream", "ls", "[STREAM[/GROUP]]",
 		"Without an argument, prints every stream's groups as STREAM/GROUP lines; with STREAM, the\n"+
 			"stream's groups, one a line; with STREAM/GROUP, the group's items as ID<TAB>VALUE lines\n"+
 			"(VALUE as compact JSON), by id, following every page.", stderr)

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// subcommand is one subcommand of a command group (engram stream get, ...).
+type subcommand struct {
+	name, args, summary string
+	run                 func(args []string, stdout, stderr io.Writer) error
+}
+
+// commandGroup is a CLI command made of subcommands: engram
+// stream|queue|lock|cron. Each subcommand parses its own flags (see
+// newSubFlags).
+type commandGroup struct {
+	name  string       // "stream"
+	subs  []subcommand // in usage order
+	notes string       // the usage text after the list of subcommands
+}
+
+// run dispatches args[0] to its subcommand.
+func (g *commandGroup) run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		g.usage(stderr)
+		return errUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		g.usage(stderr)
+		return flag.ErrHelp
+	}
+	for _, s := range g.subs {
+		if s.name == args[0] {
+			return s.run(args[1:], stdout, stderr)
+		}
+	}
+	fmt.Fprintf(stderr, "engram %s: unknown subcommand %q\n\n", g.name, args[0])
+	g.usage(stderr)
+	return errUsage
+}
+
+func (g *commandGroup) usage(w io.Writer) {
+	width := 0
+	for _, s := range g.subs {
+		width = max(width, len(s.name))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage: engram %s <subcommand> [flags] ARGS\n\nSubcommands:\n", g.name)
+	for _, s := range g.subs {
+		line := strings.TrimRight(fmt.Sprintf("  %-*s %s", width, s.name, s.args), " ")
+		fmt.Fprintf(&b, "%s\n%s%s\n", line, strings.Repeat(" ", width+3), s.summary)
+	}
+	b.WriteString("\nEvery subcommand takes --server URL and --token TOKEN (env ENGRAM_SERVER, ENGRAM_TOKEN);\n")
+	fmt.Fprintf(&b, "`engram %s <subcommand> -h` shows its flags. %s", g.name, g.notes)
+	io.WriteString(w, b.String())
+}
+
+// newSubFlags is the flag set of one subcommand of group, with --server
+// and --token.
+func newSubFlags(group, sub, args, help string, stderr io.Writer) *streamFlags {
+	name := "engram " + group + " " + sub
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := &streamFlags{FlagSet: fs, name: name}
+	f.server, f.token = serverFlag(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "%s\n\n%s\n\nFlags:\n", strings.TrimRight("Usage: "+name+" [flags] "+args, " "), help)
+		fs.PrintDefaults()
+	}
+	return f
+}
