@@ -95,6 +95,9 @@ type Config struct {
 	// counts as missed and the job's catch_up applies (as it does to every
 	// time before the scheduler started). Zero means one minute.
 	Misfire time.Duration
+	// MaxJobs bounds the jobs kept (the scheduler reads every job on each
+	// pass); a new job past it is a conflict. Zero means DefaultMaxJobs.
+	MaxJobs int
 }
 
 // Job is a cron job as the API shows it.
@@ -204,7 +207,12 @@ func New(store Store, seq Sequencer, pub Publisher, cfg Config, log *slog.Logger
 	if cfg.Misfire == 0 {
 		cfg.Misfire = time.Minute
 	}
+	if cfg.MaxJobs == 0 {
+		cfg.MaxJobs = DefaultMaxJobs
+	}
 	switch {
+	case cfg.MaxJobs < 0:
+		return nil, fmt.Errorf("cron: max jobs: %d < 0", cfg.MaxJobs)
 	case cfg.LockTTL < lockmgr.MinTTL || cfg.LockTTL > lockmgr.MaxTTL:
 		return nil, fmt.Errorf("cron: lock ttl: %v outside %v..%v", cfg.LockTTL, lockmgr.MinTTL, lockmgr.MaxTTL)
 	case cfg.Misfire < 0:
@@ -258,6 +266,23 @@ func checkName(name string) error {
 	return nil
 }
 
+// DefaultMaxJobs is Config.MaxJobs's default.
+const DefaultMaxJobs = 10000
+
+// countJobs counts the stored jobs, up to max.
+func countJobs(tx *wal.Tx, max int) (int, error) {
+	p := storage.CronJobPrefix()
+	it, err := tx.NewIter(p, storage.PrefixEnd(p))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for ok := it.First(); ok && n < max; ok = it.Next() {
+		n++
+	}
+	return n, it.Close()
+}
+
 // Put creates or replaces the job name. A replaced job keeps its history
 // (created_at, last_fired_at); if its schedule or time zone changed, its
 // new schedule starts from now (nothing before counts as missed).
@@ -303,6 +328,15 @@ func (s *Scheduler) Put(ctx context.Context, name string, in PutInput) (*Job, er
 		old, err := getRecord(tx, name)
 		if err != nil {
 			return nil, err
+		}
+		if old == nil {
+			n, err := countJobs(tx, s.cfg.MaxJobs)
+			if err != nil {
+				return nil, err
+			}
+			if n >= s.cfg.MaxJobs {
+				return nil, &engine.Error{Kind: engine.ErrConflict, Msg: fmt.Sprintf("name: there are %d jobs, the most the server keeps; delete one first", s.cfg.MaxJobs)}
+			}
 		}
 		r := &record{Name: name, Schedule: schedule, Timezone: tz, Queue: in.Queue, Payload: payload,
 			CatchUp: catchUp, CreatedAt: now, UpdatedAt: now, Done: now}

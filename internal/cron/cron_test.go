@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -497,5 +498,24 @@ func TestPutKeepsProgress(t *testing.T) {
 	fired, skipped := v.fires(t, "j")
 	if len(fired) != 11 || len(skipped) != 0 || fired[10].ScheduledAt != wal.FormatTime(t0.Add(12*time.Second)) {
 		t.Fatalf("fired %+v skipped %+v", fired, skipped)
+	}
+}
+
+// TestMaxJobs: past MaxJobs a new job is a conflict; replacing one is not.
+func TestMaxJobs(t *testing.T) {
+	v := newEnv(t)
+	v.s.cfg.MaxJobs = 20
+	ctx := context.Background()
+	q := "q"
+	for i := range v.s.cfg.MaxJobs {
+		if _, err := v.s.Put(ctx, fmt.Sprintf("j%05d", i), PutInput{Schedule: "0 0 * * *", Queue: q}); err != nil {
+			t.Fatalf("job %d: %v", i, err)
+		}
+	}
+	if _, err := v.s.Put(ctx, "one-more", PutInput{Schedule: "0 0 * * *", Queue: q}); !errors.Is(err, engine.ErrConflict) {
+		t.Fatalf("job %d: %v, want a conflict", v.s.cfg.MaxJobs+1, err)
+	}
+	if _, err := v.s.Put(ctx, "j00000", PutInput{Schedule: "0 1 * * *", Queue: q}); err != nil {
+		t.Fatalf("replacing a job at the limit: %v", err)
 	}
 }
