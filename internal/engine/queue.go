@@ -72,7 +72,7 @@ type qmsg struct {
 	ID             ulid.ULID       `json:"id"`
 	Topic          string          `json:"topic"`
 	Seq            uint64          `json:"seq"` // of queue.published
-	Payload        json.RawMessage `json:"payload"`
+	Payload        json.RawMessage `json:"-"`   // stored apart: QueuePayloadKey
 	Group          string          `json:"group,omitempty"`
 	Pos            uint64          `json:"pos,omitempty"` // place in its group
 	MaxAttempts    int             `json:"max_attempts"`
@@ -244,6 +244,18 @@ func (q *qtx) get(id ulid.ULID) (*qmsg, error) {
 		return nil, fmt.Errorf("engine: queue message %s: %w", id, err)
 	}
 	return &m, nil
+}
+
+// putPayload writes a new message's payload, once.
+func (q *qtx) putPayload(m *qmsg) { q.tx.Set(storage.QueuePayloadKey(m.ID), m.Payload) }
+
+// payload reads a message's payload.
+func (q *qtx) payload(id ulid.ULID) (json.RawMessage, error) {
+	v, err := q.tx.Get(storage.QueuePayloadKey(id))
+	if err != nil {
+		return nil, fmt.Errorf("engine: queue message %s: payload: %w", id, err)
+	}
+	return v, nil
 }
 
 func (q *qtx) put(m *qmsg) error {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 
 	"github.com/oklog/ulid/v2"
 
@@ -64,7 +65,14 @@ func (e *Engine) ListDead(topic string, limit int, cursor string) ([]DeadMessage
 		if err := json.Unmarshal(v, &m); err != nil {
 			return nil, "", err
 		}
-		out = append(out, DeadMessage{ID: m.ID.String(), Payload: m.Payload, Attempt: m.Attempt, Error: m.Error, DeadAt: fmtNano(m.DeadAt)})
+		payload, found, err := e.get(storage.QueuePayloadKey(id))
+		if err != nil {
+			return nil, "", err
+		}
+		if !found {
+			return nil, "", fmt.Errorf("engine: dead message %s has no payload", m.ID)
+		}
+		out = append(out, DeadMessage{ID: m.ID.String(), Payload: payload, Attempt: m.Attempt, Error: m.Error, DeadAt: fmtNano(m.DeadAt)})
 		last = append(last[:0], it.Key()[len(prefix):]...)
 	}
 	return out, "", it.Error()

@@ -155,8 +155,12 @@ func (e *Engine) leaseOnce(ctx context.Context, topic string, max int, vis time.
 				return nil, err
 			}
 			q.emit(QueueLeased, m, msgEvent{LeaseExpiresAt: fmtNano(m.LeaseExpiresAt)})
+			payload, err := q.payload(m.ID)
+			if err != nil {
+				return nil, err
+			}
 			out = append(out, Leased{
-				ID: m.ID.String(), Payload: m.Payload, Attempt: m.Attempt, Receipt: receipt(m.ID, m.LeaseSeq, m.LeaseNonce),
+				ID: m.ID.String(), Payload: payload, Attempt: m.Attempt, Receipt: receipt(m.ID, m.LeaseSeq, m.LeaseNonce),
 				LeaseExpiresAt: fmtNano(m.LeaseExpiresAt), PublishedAt: fmtNano(m.PublishedAt),
 			})
 		}
@@ -233,6 +237,7 @@ func (e *Engine) Ack(ctx context.Context, topic string, receipts []string) (*Ack
 				return nil, err
 			}
 			tx.Delete(storage.QueueMsgKey(m.ID))
+			tx.Delete(storage.QueuePayloadKey(m.ID))
 			q.emit(QueueAcked, m, msgEvent{})
 			if err := q.leaveGroup(m); err != nil {
 				return nil, err

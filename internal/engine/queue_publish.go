@@ -154,6 +154,7 @@ func (e *Engine) publish(ctx context.Context, topic string, ins []PublishInput, 
 					return nil, err
 				}
 			}
+			q.putPayload(m)
 			if err := q.enqueue(m, head); err != nil {
 				return nil, err
 			}

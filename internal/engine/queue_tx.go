@@ -24,6 +24,7 @@ func (e *Engine) PublishTx(tx *wal.Tx, topic string, payload json.RawMessage) (P
 		BackoffMs: DefaultBackoff.Milliseconds(), PublishedAt: q.now, AvailableAt: q.now,
 	}
 	m.Seq = tx.NextSeq()
+	q.putPayload(m)
 	if err := q.enqueue(m, true); err != nil {
 		return Published{}, nil, err
 	}

@@ -98,6 +98,10 @@ const (
 	// nsQueueDead: dead letters per topic in the order they died. topic +
 	// dead_at (uint64) + message id → empty.
 	nsQueueDead byte = 0x38
+	// nsQueuePayload: message id (16) → the message's payload JSON, written
+	// once at publish and deleted at ack, apart from the record so that the
+	// state changes of a lease, nack or expiry never rewrite it.
+	nsQueuePayload byte = 0x39
 
 	// Locks. nsLock: lock id (ULID, 16) → lock record (lockmgr's JSON).
 	nsLock byte = 0x40
@@ -527,3 +531,6 @@ func CronJobName(key []byte) (string, error) {
 	}
 	return name, nil
 }
+
+// QueuePayloadKey is the key of a queue message's payload.
+func QueuePayloadKey(id [16]byte) []byte { return append([]byte{nsQueuePayload}, id[:]...) }
