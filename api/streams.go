@@ -90,25 +90,38 @@ func (h *handlers) listItems(c *fiber.Ctx) error {
 }
 
 func (h *handlers) listGroups(c *fiber.Ctx) error {
-	groups, err := h.eng.ListGroups(c.Params("stream"))
+	limit, err := queryLimit(c)
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(struct {
-		Groups []string `json:"groups"`
-	}{groups})
+	groups, next, err := h.eng.ListGroupsPage(c.Params("stream"), limit, c.Query("cursor"))
 	if err != nil {
 		return err
 	}
-	return sendJSON(c, fiber.StatusOK, b)
+	return sendValue(c, fiber.StatusOK, struct {
+		Groups     []string `json:"groups"`
+		NextCursor *string  `json:"next_cursor"`
+	}{groups, cursorOrNull(next)})
 }
 
 func (h *handlers) listStreams(c *fiber.Ctx) error {
-	return h.sendStreams(c, "streams")
+	limit, err := queryLimit(c)
+	if err != nil {
+		return err
+	}
+	streams, next, err := h.eng.ListStreamsPage(limit, c.Query("cursor"))
+	if err != nil {
+		return err
+	}
+	return sendValue(c, fiber.StatusOK, struct {
+		Streams    []engine.StreamGroups `json:"streams"`
+		Count      int                   `json:"count"`
+		NextCursor *string               `json:"next_cursor"`
+	}{streams, len(streams), cursorOrNull(next)})
 }
 
-// sendStreams answers {"<key>":[{"id":..,"groups":[..]}],"count":n}: REST
-// names the list "streams", iii's stream::list_all "stream".
+// sendStreams answers iii's stream::list_all, {"<key>":[{"id":..,"groups":
+// [..]}],"count":n}, whole.
 func (h *handlers) sendStreams(c *fiber.Ctx, key string) error {
 	streams, err := h.eng.ListStreams()
 	if err != nil {

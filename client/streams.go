@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"iter"
 	"net/http"
+	"net/url"
 	"strconv"
 )
 
@@ -251,30 +252,61 @@ func (c *Client) AllItems(ctx context.Context, stream, group string, opts ListOp
 }
 
 // ListGroups returns the groups of a stream that hold items, by id (GET
-// /v1/streams/{stream}). An unknown stream has no groups.
+// /v1/streams/{stream}, every page). An unknown stream has no groups.
 func (c *Client) ListGroups(ctx context.Context, stream string) ([]string, error) {
 	if err := requireID("ListGroups", "stream_name", stream); err != nil {
 		return nil, err
 	}
-	var out struct {
-		Groups []string `json:"groups"`
+	var groups []string
+	q := url.Values{"limit": {"1000"}}
+	for {
+		var out struct {
+			Groups     []string `json:"groups"`
+			NextCursor *string  `json:"next_cursor"`
+		}
+		if _, err := c.do(ctx, http.MethodGet, "/v1/streams/"+segment(stream), q, nil, &out); err != nil {
+			return nil, err
+		}
+		groups = append(groups, out.Groups...)
+		if out.NextCursor == nil {
+			if groups == nil {
+				groups = []string{}
+			}
+			return groups, nil
+		}
+		q.Set("cursor", *out.NextCursor)
 	}
-	if _, err := c.do(ctx, http.MethodGet, "/v1/streams/"+segment(stream), nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return out.Groups, nil
 }
 
 // ListStreams returns every stream that holds items, with its groups, by id
-// (GET /v1/streams).
+// (GET /v1/streams, every page).
 func (c *Client) ListStreams(ctx context.Context) ([]StreamGroups, error) {
-	var out struct {
-		Streams []StreamGroups `json:"streams"`
+	var streams []StreamGroups
+	q := url.Values{"limit": {"1000"}}
+	for {
+		var out struct {
+			Streams    []StreamGroups `json:"streams"`
+			NextCursor *string        `json:"next_cursor"`
+		}
+		if _, err := c.do(ctx, http.MethodGet, "/v1/streams", q, nil, &out); err != nil {
+			return nil, err
+		}
+		for _, sg := range out.Streams {
+			// A stream's groups may continue from the previous page.
+			if n := len(streams); n > 0 && streams[n-1].ID == sg.ID {
+				streams[n-1].Groups = append(streams[n-1].Groups, sg.Groups...)
+				continue
+			}
+			streams = append(streams, sg)
+		}
+		if out.NextCursor == nil {
+			if streams == nil {
+				streams = []StreamGroups{}
+			}
+			return streams, nil
+		}
+		q.Set("cursor", *out.NextCursor)
 	}
-	if _, err := c.do(ctx, http.MethodGet, "/v1/streams", nil, nil, &out); err != nil {
-		return nil, err
-	}
-	return out.Streams, nil
 }
 
 // SendEvent sends a custom event of type typ to a group's subscribers (POST

@@ -143,9 +143,9 @@ func TestStreamsREST(t *testing.T) {
 			check: bodyIs(`{"old_value":null,"new_value":1}`)},
 		{name: "another stream", method: "PUT", path: "/v1/streams/rs2/g/y", body: `2`, status: 200, events: 1,
 			check: bodyIs(`{"old_value":null,"new_value":2}`)},
-		{name: "groups", method: "GET", path: "/v1/streams/rs", status: 200, check: bodyIs(`{"groups":["g1","g2"]}`)},
+		{name: "groups", method: "GET", path: "/v1/streams/rs", status: 200, check: bodyIs(`{"groups":["g1","g2"],"next_cursor":null}`)},
 		{name: "streams", method: "GET", path: "/v1/streams", status: 200,
-			check: bodyIs(`{"streams":[{"id":"rs","groups":["g1","g2"]},{"id":"rs2","groups":["g"]}],"count":2}`)},
+			check: bodyIs(`{"streams":[{"id":"rs","groups":["g1","g2"]},{"id":"rs2","groups":["g"]}],"count":2,"next_cursor":null}`)},
 		{name: "delete", method: "DELETE", path: g1 + "b", status: 200, events: 1,
 			check: bodyIs(`{"old_value":{"id":"b","n":7,"tag":"x"}}`)},
 		{name: "get deleted", method: "GET", path: g1 + "b", status: 404, code: "not_found", field: "rs/g1/b"},
@@ -153,12 +153,12 @@ func TestStreamsREST(t *testing.T) {
 		{name: "get an absent item", method: "GET", path: g1 + "nope", status: 404, code: "not_found", field: "nope"},
 		{name: "get in an absent stream", method: "GET", path: "/v1/streams/none/g/i", status: 404, code: "not_found", field: "none/g/i"},
 		{name: "delete in an absent stream", method: "DELETE", path: "/v1/streams/none/g/i", status: 404, code: "not_found", field: "none/g/i"},
-		{name: "groups of an absent stream", method: "GET", path: "/v1/streams/none", status: 200, check: bodyIs(`{"groups":[]}`)},
+		{name: "groups of an absent stream", method: "GET", path: "/v1/streams/none", status: 200, check: bodyIs(`{"groups":[],"next_cursor":null}`)},
 		{name: "items of an absent group", method: "GET", path: "/v1/streams/rs/none", status: 200, check: bodyIs(`{"items":[],"next_cursor":null}`)},
 		{name: "delete a group's last item", method: "DELETE", path: "/v1/streams/rs2/g/y", status: 200, events: 1, check: bodyIs(`{"old_value":2}`)},
 		{name: "an emptied stream is not listed", method: "GET", path: "/v1/streams", status: 200,
-			check: bodyIs(`{"streams":[{"id":"rs","groups":["g1","g2"]}],"count":1}`)},
-		{name: "an emptied group is not listed", method: "GET", path: "/v1/streams/rs2", status: 200, check: bodyIs(`{"groups":[]}`)},
+			check: bodyIs(`{"streams":[{"id":"rs","groups":["g1","g2"]}],"count":1,"next_cursor":null}`)},
+		{name: "an emptied group is not listed", method: "GET", path: "/v1/streams/rs2", status: 200, check: bodyIs(`{"groups":[],"next_cursor":null}`)},
 		{name: "unknown route under streams", method: "GET", path: "/v1/streams/rs/g1/a/b", status: 404, code: "not_found"},
 	})
 
@@ -696,8 +696,8 @@ func TestStreamNames(t *testing.T) {
 	}
 	bodyIs(`{"items":[`+strings.Join(items, ",")+`],"next_cursor":null}`)(t, p.call(t, "GET", "/v1/streams/../g.", nil))
 	bodyIs(`{"group":[`+strings.Join(values, ",")+`]}`)(t, p.call(t, "POST", "/v1/functions/stream::list", `{"stream_name":"..","group_id":"g."}`))
-	bodyIs(`{"streams":[{"id":"..","groups":["g."]}],"count":1}`)(t, p.call(t, "GET", "/v1/streams", nil))
-	bodyIs(`{"groups":["g."]}`)(t, p.call(t, "GET", "/v1/streams/..", nil))
+	bodyIs(`{"streams":[{"id":"..","groups":["g."]}],"count":1,"next_cursor":null}`)(t, p.call(t, "GET", "/v1/streams", nil))
+	bodyIs(`{"groups":["g."],"next_cursor":null}`)(t, p.call(t, "GET", "/v1/streams/..", nil))
 	w := dialIII(t, p, "/stream")
 	w.send(t, joinFrame("s", "..", "g."))
 	w.nextStream(t, "..", "g.", nil, `{"type":"sync","data":[`+strings.Join(values, ",")+`]}`)
@@ -808,7 +808,7 @@ func TestStreamGroupCount(t *testing.T) {
 	for _, k := range append(ids, "new1") {
 		p2.must(t, 200, "DELETE", path(k), nil)
 	}
-	bodyIs(`{"groups":[]}`)(t, p2.call(t, "GET", "/v1/streams/gc", nil))
-	bodyIs(`{"streams":[],"count":0}`)(t, p2.call(t, "GET", "/v1/streams", nil))
+	bodyIs(`{"groups":[],"next_cursor":null}`)(t, p2.call(t, "GET", "/v1/streams/gc", nil))
+	bodyIs(`{"streams":[],"count":0,"next_cursor":null}`)(t, p2.call(t, "GET", "/v1/streams", nil))
 	stopQuiet(t, p2)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"slices"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -224,4 +225,88 @@ func (e *Engine) ItemAt(r ItemRef) ([]byte, uint64, error) {
 	}
 	defer closer.Close()
 	return slices.Clone(v), seq, nil
+}
+
+// ListGroupsPage lists a stream's groups by id, a page at a time.
+func (e *Engine) ListGroupsPage(stream string, limit int, cursor string) ([]string, string, error) {
+	if err := checkName("stream_name", stream); err != nil {
+		return nil, "", err
+	}
+	limit, err := CheckLimit(limit)
+	if err != nil {
+		return nil, "", err
+	}
+	prefix := storage.StreamGroupPrefix(stream)
+	lower := prefix
+	if cursor != "" {
+		after, err := decodeCursor("group", cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		lower = append(storage.StreamGroupKey(stream, after), 0)
+	}
+	it, err := e.store.NewIter(lower, storage.PrefixEnd(prefix))
+	if err != nil {
+		return nil, "", err
+	}
+	defer it.Close()
+	out := []string{}
+	for ok := it.First(); ok; ok = it.Next() {
+		if len(out) == limit {
+			return out, encodeCursor("group", out[len(out)-1]), nil
+		}
+		_, g, err := storage.StreamGroupOf(it.Key())
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, g)
+	}
+	return out, "", it.Error()
+}
+
+// ListStreamsPage lists streams with their groups, a page of at most limit
+// groups at a time: a stream with more groups than that continues on the
+// next page (under the same id).
+func (e *Engine) ListStreamsPage(limit int, cursor string) ([]StreamGroups, string, error) {
+	limit, err := CheckLimit(limit)
+	if err != nil {
+		return nil, "", err
+	}
+	prefix := storage.StreamGroupsPrefix()
+	lower := prefix
+	if cursor != "" {
+		after, err := decodeCursor("streams", cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		s, g, ok := strings.Cut(after, "/")
+		if !ok {
+			return nil, "", invalidf("cursor: malformed")
+		}
+		lower = append(storage.StreamGroupKey(s, g), 0)
+	}
+	it, err := e.store.NewIter(lower, storage.PrefixEnd(prefix))
+	if err != nil {
+		return nil, "", err
+	}
+	defer it.Close()
+	out := []StreamGroups{}
+	n := 0
+	var lastS, lastG string
+	for ok := it.First(); ok; ok = it.Next() {
+		if n == limit {
+			return out, encodeCursor("streams", lastS+"/"+lastG), nil
+		}
+		s, g, err := storage.StreamGroupOf(it.Key())
+		if err != nil {
+			return nil, "", err
+		}
+		if k := len(out); k == 0 || out[k-1].ID != s {
+			out = append(out, StreamGroups{ID: s})
+		}
+		out[len(out)-1].Groups = append(out[len(out)-1].Groups, g)
+		lastS, lastG = s, g
+		n++
+	}
+	return out, "", it.Error()
 }

@@ -424,3 +424,51 @@ func mustMarshal(tb testing.TB, v any) []byte {
 }
 
 var _ = wal.Event{}
+
+// TestStreamListPages: groups and streams page by (stream, group), every
+// group once, a stream's groups continuing on the next page.
+func TestStreamListPages(t *testing.T) {
+	v := newEnv(t)
+	ctx := context.Background()
+	for _, sg := range [][2]string{{"a", "g1"}, {"a", "g2"}, {"a", "g3"}, {"b", "g1"}, {"c", "g1"}, {"c", "g2"}} {
+		if _, err := v.e.SetItem(ctx, ref(sg[0], sg[1], "x"), []byte(`1`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		page, next, err := v.e.ListStreamsPage(2, cursor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, s := range page {
+			for _, g := range s.Groups {
+				got = append(got, s.ID+"/"+g)
+				n++
+			}
+		}
+		if n > 2 {
+			t.Fatalf("page of %d groups, limit 2", n)
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if strings.Join(got, ",") != "a/g1,a/g2,a/g3,b/g1,c/g1,c/g2" {
+		t.Errorf("streams pages: %v", got)
+	}
+	groups, next, err := v.e.ListGroupsPage("a", 2, "")
+	if err != nil || strings.Join(groups, ",") != "g1,g2" || next == "" {
+		t.Fatalf("groups page 1: %v %q %v", groups, next, err)
+	}
+	groups, next, err = v.e.ListGroupsPage("a", 2, next)
+	if err != nil || strings.Join(groups, ",") != "g3" || next != "" {
+		t.Fatalf("groups page 2: %v %q %v", groups, next, err)
+	}
+	if _, _, err := v.e.ListStreamsPage(0, "bogus"); err == nil {
+		t.Error("a malformed cursor was accepted")
+	}
+}
