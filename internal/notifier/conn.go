@@ -18,6 +18,9 @@ type item struct {
 	sub *router.Sub
 	ev  *wal.Event
 	raw []byte
+	// sent, when not nil, is closed once raw is written (or the
+	// connection ends): a transport that queues large frames waits on it.
+	sent chan struct{}
 }
 
 // ctlFrame is a frame that must follow everything queued before it was
@@ -255,6 +258,9 @@ func (c *conn) writeLoop(w frameWriter, pingEvery time.Duration) error {
 			c.latency.Observe(time.Since(it.ev.Time).Seconds())
 		} else {
 			err = w.writeRaw(it.raw)
+			if it.sent != nil {
+				close(it.sent)
+			}
 		}
 		if err != nil {
 			return err

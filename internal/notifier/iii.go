@@ -264,6 +264,9 @@ type iiiSession struct {
 	c     *conn
 	mu    sync.Mutex // guards joins
 	joins map[string]*iiiJoin
+	// syncSent is closed once the last sync frame is written (the reader's:
+	// see awaitSync).
+	syncSent chan struct{}
 	// orphans are joins the router cut whose leaves are still to emit.
 	orphans []ulid.ULID
 	lagged  atomic.Bool
@@ -393,6 +396,9 @@ func (s *iiiSession) join(d iiiJoinData) {
 		fail("invalid_argument", fmt.Sprintf("at most %d joins per connection", s.n.cfg.MaxSubscriptions))
 		return
 	}
+	if !s.awaitSync() {
+		return
+	}
 	ij := &iiiJoin{data: d}
 	sub, _, err := s.n.r.Subscribe(router.Request{ID: d.SubscriptionID, Topics: []string{engine.StreamTopic(d.StreamName, d.GroupID)}}, joinSink{c: s.c, j: ij})
 	if err != nil {
@@ -432,10 +438,29 @@ func (s *iiiSession) join(d iiiJoinData) {
 	s.joins[d.SubscriptionID] = ij
 	s.mu.Unlock()
 	s.n.m.subs.WithLabelValues("iii").Inc()
-	if err := s.c.enqueue(context.Background(), item{raw: syncMsg}); err != nil {
+	sent := make(chan struct{})
+	if err := s.c.enqueue(context.Background(), item{raw: syncMsg, sent: sent}); err != nil {
 		return // the connection is closing: leaveAll cleans up
 	}
+	s.syncSent = sent
 	sub.Start()
+}
+
+// awaitSync waits until the connection's last sync frame is written, so
+// that a connection holds at most one sync (up to StreamSyncMaxBytes) in
+// memory however many joins it sends: a client that joins faster than it
+// reads waits on itself. It reports false when the connection ended.
+func (s *iiiSession) awaitSync() bool {
+	if s.syncSent == nil {
+		return true
+	}
+	select {
+	case <-s.syncSent:
+		s.syncSent = nil
+		return true
+	case <-s.c.closed:
+		return false
+	}
 }
 
 type syncTooLarge struct{ msg string }
