@@ -3,7 +3,6 @@ package cron
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -261,7 +260,7 @@ type PutInput struct {
 
 func checkName(name string) error {
 	if !engine.ValidName(name) {
-		return invalidf("name: %q must match ^[A-Za-z0-9._~:@-]{1,128}$", truncate(name))
+		return invalidf("name: %q must match ^[A-Za-z0-9._~:@-]{1,128}$", engine.Truncate(name))
 	}
 	return nil
 }
@@ -299,20 +298,20 @@ func (s *Scheduler) Put(ctx context.Context, name string, in PutInput) (*Job, er
 		return nil, err
 	}
 	if _, ok := sched.Next(s.cfg.Now()); !ok {
-		return nil, invalidf("schedule: %q has no time after now", truncate(in.Schedule))
+		return nil, invalidf("schedule: %q has no time after now", engine.Truncate(in.Schedule))
 	}
 	if in.Queue == "" {
 		return nil, invalidf("queue: required")
 	}
 	if !engine.ValidName(in.Queue) {
-		return nil, invalidf("queue: %q must match ^[A-Za-z0-9._~:@-]{1,128}$", truncate(in.Queue))
+		return nil, invalidf("queue: %q must match ^[A-Za-z0-9._~:@-]{1,128}$", engine.Truncate(in.Queue))
 	}
 	catchUp := CatchUpSkip
 	if in.CatchUp != nil {
 		catchUp = *in.CatchUp
 	}
 	if catchUp != CatchUpSkip && catchUp != CatchUpOnce {
-		return nil, invalidf("catch_up: %q is not skip or once", truncate(catchUp))
+		return nil, invalidf("catch_up: %q is not skip or once", engine.Truncate(catchUp))
 	}
 	var payload json.RawMessage
 	if len(in.Payload) > 0 && !bytes.Equal(bytes.TrimSpace(in.Payload), []byte("null")) {
@@ -388,11 +387,11 @@ func (s *Scheduler) List(limit int, cursor string) ([]*Job, string, error) {
 	p := storage.CronJobPrefix()
 	lower := p
 	if cursor != "" {
-		b, err := base64.RawURLEncoding.DecodeString(cursor)
-		if err != nil || !strings.HasPrefix(string(b), "cron:") {
-			return nil, "", invalidf("cursor: malformed or from another listing")
+		after, err := engine.DecodeCursor("cron", cursor)
+		if err != nil {
+			return nil, "", err
 		}
-		lower = append(storage.CronJobKey(string(b[len("cron:"):])), 0)
+		lower = append(storage.CronJobKey(after), 0)
 	}
 	it, err := s.store.NewIter(lower, storage.PrefixEnd(p))
 	if err != nil {
@@ -402,7 +401,7 @@ func (s *Scheduler) List(limit int, cursor string) ([]*Job, string, error) {
 	out := []*Job{}
 	for ok := it.First(); ok; ok = it.Next() {
 		if len(out) == limit {
-			return out, base64.RawURLEncoding.EncodeToString([]byte("cron:" + out[len(out)-1].Name)), nil
+			return out, engine.EncodeCursor("cron", out[len(out)-1].Name), nil
 		}
 		var r record
 		if err := json.Unmarshal(it.Value(), &r); err != nil {
@@ -470,5 +469,5 @@ func putRecord(tx *wal.Tx, r *record) error {
 }
 
 func notFoundf(format string, args ...any) error {
-	return &engine.Error{Kind: engine.ErrNotFound, Msg: fmt.Sprintf(format, args...)}
+	return engine.Errorf(engine.ErrNotFound, format, args...)
 }

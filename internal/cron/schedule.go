@@ -1,7 +1,6 @@
 package cron
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -61,7 +60,7 @@ func loadZone(tz string) (*time.Location, error) {
 	}
 	loc, err := time.LoadLocation(tz)
 	if err != nil {
-		return nil, invalidf("timezone: %q is not a known IANA time zone", truncate(tz))
+		return nil, invalidf("timezone: %q is not a known IANA time zone", engine.Truncate(tz))
 	}
 	return loc, nil
 }
@@ -75,7 +74,7 @@ func canonical(expr string) (string, error) {
 	if strings.HasPrefix(e, "@") {
 		m, ok := macros[strings.ToLower(e)]
 		if !ok {
-			return "", invalidf("schedule: unknown macro %q (want @yearly, @monthly, @weekly, @daily or @hourly)", truncate(e))
+			return "", invalidf("schedule: unknown macro %q (want @yearly, @monthly, @weekly, @daily or @hourly)", engine.Truncate(e))
 		}
 		e = m
 	}
@@ -87,7 +86,7 @@ func canonical(expr string) (string, error) {
 		fields = append(fields, "*")
 	case 7:
 	default:
-		return "", invalidf("schedule: %q has %d fields, want 5 (minute hour day month weekday), 6 (second first) or 7 (second first, year last)", truncate(expr), len(fields))
+		return "", invalidf("schedule: %q has %d fields, want 5 (minute hour day month weekday), 6 (second first) or 7 (second first, year last)", engine.Truncate(expr), len(fields))
 	}
 	ref := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for pos, f := range fields {
@@ -97,12 +96,12 @@ func canonical(expr string) (string, error) {
 		c := &gronx.SegmentChecker{}
 		c.SetRef(ref)
 		if _, err := c.CheckDue(f, pos); err != nil {
-			return "", invalidf("schedule: %s field %q: %v", fieldNames[pos], truncate(f), err)
+			return "", invalidf("schedule: %s field %q: %v", fieldNames[pos], engine.Truncate(f), err)
 		}
 	}
 	canon := strings.Join(fields, " ")
 	if !gronx.IsValid(canon) {
-		return "", invalidf("schedule: %q is not a valid cron expression", truncate(expr))
+		return "", invalidf("schedule: %q is not a valid cron expression", engine.Truncate(expr))
 	}
 	return canon, nil
 }
@@ -121,8 +120,6 @@ func (s *Schedule) Next(t time.Time) (time.Time, bool) {
 // String is the expression as gronx reads it (seven fields).
 func (s *Schedule) String() string { return s.expr }
 
-func truncate(s string) string { return engine.Truncate(s) }
-
 func invalidf(format string, args ...any) error {
-	return &engine.Error{Kind: engine.ErrInvalid, Msg: fmt.Sprintf(format, args...)}
+	return engine.Errorf(engine.ErrInvalid, format, args...)
 }

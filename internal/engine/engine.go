@@ -159,6 +159,14 @@ func encodeCursor(tag, v string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(tag + ":" + v))
 }
 
+// EncodeCursor makes the cursor of a listing (its tag) that resumes after v.
+// The listings beside the engine (locks, cron) use it too.
+func EncodeCursor(tag, v string) string { return encodeCursor(tag, v) }
+
+// DecodeCursor reads a cursor made by EncodeCursor with the same tag; any
+// other string is an invalid-argument error naming the cursor.
+func DecodeCursor(tag, c string) (string, error) { return decodeCursor(tag, c) }
+
 func decodeCursor(tag, c string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil || len(b) < len(tag)+1 || string(b[:len(tag)+1]) != tag+":" {

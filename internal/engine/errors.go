@@ -25,6 +25,13 @@ type Error struct {
 func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Kind }
 
+// Errorf is an error for the client of kind (ErrInvalid, ErrNotFound,
+// ErrConflict, ErrGone), for the packages beside the engine (lockmgr, cron)
+// so that the api maps theirs like the engine's.
+func Errorf(kind error, format string, args ...any) error {
+	return &Error{Kind: kind, Msg: fmt.Sprintf(format, args...)}
+}
+
 func invalidf(format string, args ...any) error {
 	return &Error{Kind: ErrInvalid, Msg: fmt.Sprintf(format, args...)}
 }

@@ -155,15 +155,15 @@ func New(store Store, seq Sequencer, cfg Config, log *slog.Logger) (*Manager, er
 }
 
 func invalidf(format string, args ...any) error {
-	return &engine.Error{Kind: engine.ErrInvalid, Msg: fmt.Sprintf(format, args...)}
+	return engine.Errorf(engine.ErrInvalid, format, args...)
 }
 
 func gonef(format string, args ...any) error {
-	return &engine.Error{Kind: engine.ErrGone, Msg: fmt.Sprintf(format, args...)}
+	return engine.Errorf(engine.ErrGone, format, args...)
 }
 
 func notFoundf(format string, args ...any) error {
-	return &engine.Error{Kind: engine.ErrNotFound, Msg: fmt.Sprintf(format, args...)}
+	return engine.Errorf(engine.ErrNotFound, format, args...)
 }
 
 // CheckResource validates a lock resource: 1 to 512 bytes of UTF-8 without
@@ -612,7 +612,7 @@ func (m *Manager) List(prefix string, limit int, cursor string) ([]*Lock, string
 	p := storage.LockResourcePrefix(prefix)
 	lower := p
 	if cursor != "" {
-		after, err := decodeCursor(cursor)
+		after, err := engine.DecodeCursor("lock", cursor)
 		if err != nil {
 			return nil, "", err
 		}
@@ -633,7 +633,7 @@ func (m *Manager) List(prefix string, limit int, cursor string) ([]*Lock, string
 	var last string
 	for ok := it.First(); ok; ok = it.Next() {
 		if len(out) == limit {
-			return out, encodeCursor(last), nil
+			return out, engine.EncodeCursor("lock", last), nil
 		}
 		res, err := storage.LockResourceOf(it.Key())
 		if err != nil {

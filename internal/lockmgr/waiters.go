@@ -1,9 +1,7 @@
 package lockmgr
 
 import (
-	"encoding/base64"
 	"slices"
-	"strings"
 	"sync"
 )
 
@@ -84,17 +82,4 @@ func (qs *queues) wakeLocked(resources []string) {
 		default:
 		}
 	}
-}
-
-// Cursors of List: base64url of the last resource listed.
-func encodeCursor(resource string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte("lock:" + resource))
-}
-
-func decodeCursor(c string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || !strings.HasPrefix(string(b), "lock:") {
-		return "", invalidf("cursor: malformed or from another listing")
-	}
-	return string(b[len("lock:"):]), nil
 }

@@ -158,14 +158,14 @@ func TestQueuesReadyHoldsOneSignal(t *testing.T) {
 
 func TestCursor(t *testing.T) {
 	for _, r := range []string{"", "a", "a/b", "ключ/🔒", strings.Repeat("z", MaxResourceLen)} {
-		got, err := decodeCursor(encodeCursor(r))
+		got, err := engine.DecodeCursor("lock", engine.EncodeCursor("lock", r))
 		if err != nil || got != r {
 			t.Errorf("decodeCursor(encodeCursor(%q)) = %q, %v", r, got, err)
 		}
 	}
 	// Not base64, padded base64 of "lock:", base64 of "x:a", the raw text.
 	for _, c := range []string{"!", "bG9jazo=", "eDph", "lock:a"} {
-		if _, err := decodeCursor(c); err == nil {
+		if _, err := engine.DecodeCursor("lock", c); err == nil {
 			t.Errorf("decodeCursor(%q) accepted", c)
 		}
 	}
