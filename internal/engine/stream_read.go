@@ -153,26 +153,26 @@ func (s *GroupScan) Close() {
 	s.snap.Close()
 }
 
-// ListGroups lists a stream's groups (those holding items), by id.
+// ListGroups lists all of a stream's groups (those holding items), by id,
+// following the pages of ListGroupsPage (iii's stream::list_groups answers
+// them whole).
 func (e *Engine) ListGroups(stream string) ([]string, error) {
-	if err := checkName("stream_name", stream); err != nil {
-		return nil, err
-	}
-	prefix := storage.StreamGroupPrefix(stream)
-	it, err := e.store.NewIter(prefix, storage.PrefixEnd(prefix))
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
-	out := []string{}
-	for ok := it.First(); ok; ok = it.Next() {
-		_, g, err := storage.StreamGroupOf(it.Key())
+	var out []string
+	cursor := ""
+	for {
+		page, next, err := e.ListGroupsPage(stream, MaxListLimit, cursor)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, g)
+		out = append(out, page...)
+		if next == "" {
+			if out == nil {
+				out = []string{}
+			}
+			return out, nil
+		}
+		cursor = next
 	}
-	return out, it.Error()
 }
 
 // StreamGroups is a stream with its groups.
@@ -181,26 +181,33 @@ type StreamGroups struct {
 	Groups []string `json:"groups"`
 }
 
-// ListStreams lists every stream holding items, with its groups, by id.
+// ListStreams lists every stream holding items, with all its groups, by id,
+// following the pages of ListStreamsPage (iii's stream::list_all answers
+// them whole).
 func (e *Engine) ListStreams() ([]StreamGroups, error) {
-	prefix := storage.StreamGroupsPrefix()
-	it, err := e.store.NewIter(prefix, storage.PrefixEnd(prefix))
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
-	out := []StreamGroups{}
-	for ok := it.First(); ok; ok = it.Next() {
-		s, g, err := storage.StreamGroupOf(it.Key())
+	var out []StreamGroups
+	cursor := ""
+	for {
+		page, next, err := e.ListStreamsPage(MaxListLimit, cursor)
 		if err != nil {
 			return nil, err
 		}
-		if n := len(out); n == 0 || out[n-1].ID != s {
-			out = append(out, StreamGroups{ID: s})
+		for _, sg := range page {
+			// A stream's groups may continue from the previous page.
+			if n := len(out); n > 0 && out[n-1].ID == sg.ID {
+				out[n-1].Groups = append(out[n-1].Groups, sg.Groups...)
+				continue
+			}
+			out = append(out, sg)
 		}
-		out[len(out)-1].Groups = append(out[len(out)-1].Groups, g)
+		if next == "" {
+			if out == nil {
+				out = []StreamGroups{}
+			}
+			return out, nil
+		}
+		cursor = next
 	}
-	return out, it.Error()
 }
 
 // ItemAt reads an item from a fresh snapshot: its value (nil when absent)
