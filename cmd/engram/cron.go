@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 
@@ -76,36 +77,18 @@ func runCronGet(args []string, stdout, stderr io.Writer) error {
 		"Prints the job NAME, with its last_fired_at (the scheduled time of its last fire, null\n"+
 			"before the first) and next_fire_at. An unknown job is an error (404 not_found, exit\n"+
 			"status 1).", stderr)
-	pos, err := f.parse(args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, ctx, stop, err := f.client()
-	if err != nil {
-		return err
-	}
-	defer stop()
-	j, err := c.GetCron(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, j)
+	return f.call(args, 1, 1, stdout, func(ctx context.Context, c *client.Client, pos []string) (any, error) {
+		return c.GetCron(ctx, pos[0])
+	})
 }
 
 func runCronRm(args []string, stdout, stderr io.Writer) error {
 	f := newSubFlags("cron", "rm", "NAME",
 		"Deletes the job NAME; prints nothing. It fires no more (messages it published stay on\n"+
 			"their queue). An unknown job is an error (404 not_found, exit status 1).", stderr)
-	pos, err := f.parse(args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, ctx, stop, err := f.client()
-	if err != nil {
-		return err
-	}
-	defer stop()
-	return c.DeleteCron(ctx, pos[0])
+	return f.call(args, 1, 1, stdout, func(ctx context.Context, c *client.Client, pos []string) (any, error) {
+		return nil, c.DeleteCron(ctx, pos[0])
+	})
 }
 
 func runCronList(args []string, stdout, stderr io.Writer) error {

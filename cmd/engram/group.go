@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
+
+	"engram/client"
 )
 
 // subcommand is one subcommand of a command group (engram stream get, ...).
@@ -72,4 +75,24 @@ func newSubFlags(group, sub, args, help string, stderr io.Writer) *streamFlags {
 		fs.PrintDefaults()
 	}
 	return f
+}
+
+// call is the common body of a subcommand: parse args (min to max
+// positional ones), then run fn with a client and a context that an
+// interrupt cancels, and print its result as JSON (nothing for nil).
+func (f *streamFlags) call(args []string, min, max int, stdout io.Writer, fn func(ctx context.Context, c *client.Client, pos []string) (any, error)) error {
+	pos, err := f.parse(args, min, max)
+	if err != nil {
+		return err
+	}
+	c, ctx, stop, err := f.client()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	out, err := fn(ctx, c, pos)
+	if err != nil || out == nil {
+		return err
+	}
+	return printJSON(stdout, out)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"io"
 	"math"
 
@@ -94,36 +95,18 @@ func runLockRelease(args []string, stdout, stderr io.Writer) error {
 	f := newSubFlags("lock", "release", "LOCK_ID",
 		"Releases a held lock; prints nothing. A lock that was already released or has expired\n"+
 			"is an error (410 gone, exit status 1).", stderr)
-	pos, err := f.parse(args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, ctx, stop, err := f.client()
-	if err != nil {
-		return err
-	}
-	defer stop()
-	return c.Release(ctx, pos[0])
+	return f.call(args, 1, 1, stdout, func(ctx context.Context, c *client.Client, pos []string) (any, error) {
+		return nil, c.Release(ctx, pos[0])
+	})
 }
 
 func runLockGet(args []string, stdout, stderr io.Writer) error {
 	f := newSubFlags("lock", "get", "RESOURCE",
 		"Prints the lock holding RESOURCE. A free resource is an error (404 not_found, exit\n"+
 			"status 1).", stderr)
-	pos, err := f.parse(args, 1, 1)
-	if err != nil {
-		return err
-	}
-	c, ctx, stop, err := f.client()
-	if err != nil {
-		return err
-	}
-	defer stop()
-	l, err := c.GetLock(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, l)
+	return f.call(args, 1, 1, stdout, func(ctx context.Context, c *client.Client, pos []string) (any, error) {
+		return c.GetLock(ctx, pos[0])
+	})
 }
 
 func runLockList(args []string, stdout, stderr io.Writer) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -166,20 +167,9 @@ func runQueueNack(args []string, stdout, stderr io.Writer) error {
 	var delay optDuration
 	f.Var(&delay, "delay", "make the message ready again after this duration (0: at once; default: its backoff)")
 	errText := f.String("error", "", "why it failed, kept with the message (shown in the dead letters)")
-	pos, err := f.parse(args, 2, 2)
-	if err != nil {
-		return err
-	}
-	c, ctx, stop, err := f.client()
-	if err != nil {
-		return err
-	}
-	defer stop()
-	res, err := c.Nack(ctx, pos[0], pos[1], client.NackOptions{Delay: delay.d, Error: *errText})
-	if err != nil {
-		return err
-	}
-	return printJSON(stdout, res)
+	return f.call(args, 2, 2, stdout, func(ctx context.Context, c *client.Client, pos []string) (any, error) {
+		return c.Nack(ctx, pos[0], pos[1], client.NackOptions{Delay: delay.d, Error: *errText})
+	})
 }
 
 func runQueueStats(args []string, stdout, stderr io.Writer) error {
