@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 
 	"github.com/gofiber/fiber/v2"
@@ -19,11 +20,7 @@ func (h *handlers) publish(c *fiber.Ctx) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	var probe struct {
-		Messages json.RawMessage `json:"messages"`
-	}
-	json.Unmarshal(c.Body(), &probe) // decoded strictly above
-	if in.Messages == nil && probe.Messages == nil {
+	if in.Messages == nil && !mentionsMessages(c.Body()) {
 		p, err := h.eng.PublishOne(c.UserContext(), c.Params("topic"), in.PublishInput)
 		if err != nil {
 			return err
@@ -185,4 +182,18 @@ func sendValue(c *fiber.Ctx, status int, v any) error {
 		return err
 	}
 	return sendJSON(c, status, b)
+}
+
+// mentionsMessages reports whether a publish body has a "messages" member
+// (null decodes to a nil slice like an absent one, and is refused). Only
+// bodies that mention the name at all are decoded a second time.
+func mentionsMessages(body []byte) bool {
+	if !bytes.Contains(body, []byte(`"messages"`)) {
+		return false
+	}
+	var probe struct {
+		Messages json.RawMessage `json:"messages"`
+	}
+	json.Unmarshal(body, &probe) // decoded strictly before
+	return probe.Messages != nil
 }
