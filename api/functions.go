@@ -155,17 +155,21 @@ func (h *handlers) fnListGroups(c *fiber.Ctx, in *functionInput) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(struct {
+	return sendValue(c, fiber.StatusOK, struct {
 		Groups []string `json:"groups"`
 	}{groups})
+}
+
+// fnListAll answers iii's {"stream":[{"id","groups"}],"count"}, whole.
+func (h *handlers) fnListAll(c *fiber.Ctx, _ *functionInput) error {
+	streams, err := h.eng.ListStreams()
 	if err != nil {
 		return err
 	}
-	return sendJSON(c, fiber.StatusOK, b)
-}
-
-func (h *handlers) fnListAll(c *fiber.Ctx, _ *functionInput) error {
-	return h.sendStreams(c, "stream")
+	return sendValue(c, fiber.StatusOK, struct {
+		Stream []engine.StreamGroups `json:"stream"`
+		Count  int                   `json:"count"`
+	}{streams, len(streams)})
 }
 
 func (h *handlers) fnSend(c *fiber.Ctx, in *functionInput) error {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"bufio"
-	"encoding/json"
 	"strconv"
 
 	"github.com/gofiber/fiber/v2"
@@ -63,11 +62,7 @@ func (h *handlers) patchItem(c *fiber.Ctx) error {
 
 // sendChange answers {"old_value":..,"new_value":..,"errors"?:[..]}.
 func sendChange(c *fiber.Ctx, ch *engine.StreamChange) error {
-	b, err := json.Marshal(ch)
-	if err != nil {
-		return err
-	}
-	return sendJSON(c, fiber.StatusOK, b)
+	return sendValue(c, fiber.StatusOK, ch)
 }
 
 func (h *handlers) listItems(c *fiber.Ctx) error {
@@ -118,25 +113,6 @@ func (h *handlers) listStreams(c *fiber.Ctx) error {
 		Count      int                   `json:"count"`
 		NextCursor *string               `json:"next_cursor"`
 	}{streams, len(streams), cursorOrNull(next)})
-}
-
-// sendStreams answers iii's stream::list_all, {"<key>":[{"id":..,"groups":
-// [..]}],"count":n}, whole.
-func (h *handlers) sendStreams(c *fiber.Ctx, key string) error {
-	streams, err := h.eng.ListStreams()
-	if err != nil {
-		return err
-	}
-	list, err := json.Marshal(streams)
-	if err != nil {
-		return err
-	}
-	b := append([]byte(`{"`), key...)
-	b = append(b, `":`...)
-	b = append(b, list...)
-	b = append(b, `,"count":`...)
-	b = strconv.AppendInt(b, int64(len(streams)), 10)
-	return sendJSON(c, fiber.StatusOK, append(b, '}'))
 }
 
 func (h *handlers) sendEvent(c *fiber.Ctx) error {
