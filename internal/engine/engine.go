@@ -66,8 +66,8 @@ type Engine struct {
 	log   *slog.Logger
 	known knownSet // owned by the writer: touched only inside commands
 
-	readyLow  map[string][]byte          // owned by the writer: see qtx.readyLowOf
-	timerLow  [16]atomic.Pointer[[]byte] // by namespace's low nibble: see timerLower
+	readyLow  map[string][]byte     // owned by the writer: see qtx.readyLowOf
+	timerLow  [16]storage.ScanFloor // by namespace's low nibble: see timerFloor
 	qwait     qwaiters
 	qm        queueMetrics
 	qtimer    queueTimer

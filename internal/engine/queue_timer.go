@@ -214,7 +214,7 @@ func (e *Engine) queueTimerLoop() {
 func (e *Engine) nextQueueDeadline() (int64, error) {
 	var next int64
 	for _, p := range [][]byte{storage.QueueDelayedPrefix(), storage.QueueLeasedPrefix(), storage.QueueDedupeExpPrefix()} {
-		it, err := e.store.NewIter(e.timerLower(p), storage.PrefixEnd(p))
+		it, err := e.store.NewIter(e.timerFloor(p).Lower(p), storage.PrefixEnd(p))
 		if err != nil {
 			return 0, err
 		}
@@ -231,24 +231,14 @@ func (e *Engine) nextQueueDeadline() (int64, error) {
 	return next, nil
 }
 
-// timerLower is where scans of a timer index (delayed, leased, dedupe
-// expiry: keyed by time first) start: every entry below it is gone. The
-// timer deletes entries in key order up to "now", and no command writes an
-// entry at or before its own now (a delay, a lease or a dedupe window is
-// always in the future), so nothing appears below the last entry the timer
-// handled. Starting there skips the deleted keys Pebble keeps until
-// compaction, which would slow every pass of a mass expiry.
-func (e *Engine) timerLower(prefix []byte) []byte {
-	if b := e.timerLow[prefix[0]&0x0f].Load(); b != nil {
-		return *b
-	}
-	return prefix
-}
+// timerFloor is the scan floor of a timer index (delayed, leased, dedupe
+// expiry), by its namespace's low nibble.
+func (e *Engine) timerFloor(prefix []byte) *storage.ScanFloor { return &e.timerLow[prefix[0]&0x0f] }
 
 // dueKeys reads up to max keys of a timer index due at now.
 func (e *Engine) dueKeys(tx *wal.Tx, prefix []byte, now int64, max int) ([][]byte, error) {
 	upper := storage.AppendUint64(append([]byte(nil), prefix...), uint64(now)+1)
-	it, err := tx.NewIter(e.timerLower(prefix), upper)
+	it, err := tx.NewIter(e.timerFloor(prefix).Lower(prefix), upper)
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +339,7 @@ func (e *Engine) processDue(ctx context.Context) (int, error) {
 		for _, ks := range [][][]byte{leased, delayed, dedupe} {
 			if len(ks) > 0 {
 				last := ks[len(ks)-1]
-				e.timerLow[last[0]&0x0f].Store(&last)
+				e.timerFloor(last).Raise(last)
 			}
 		}
 		return n, nil

@@ -83,22 +83,9 @@ func (m *Manager) expiryLoop() {
 	}
 }
 
-// expiryLower is where scans of the expiry index start: every entry below
-// it is gone. The loop deletes entries in key order up to "now", and no
-// command ever writes an expiry at or before its own now (TTLs are ≥ 100
-// ms), so nothing appears below the last entry the loop handled. Starting
-// there skips the deleted keys Pebble keeps until compaction, which
-// otherwise make each pass over a mass expiry slower than the last.
-func (m *Manager) expiryLower() []byte {
-	if b := m.expLow.Load(); b != nil {
-		return *b
-	}
-	return storage.LockExpiryPrefix()
-}
-
 func (m *Manager) nextExpiry() (int64, error) {
 	p := storage.LockExpiryPrefix()
-	it, err := m.store.NewIter(m.expiryLower(), storage.PrefixEnd(p))
+	it, err := m.store.NewIter(m.expLow.Lower(storage.LockExpiryPrefix()), storage.PrefixEnd(p))
 	if err != nil {
 		return 0, err
 	}
@@ -118,7 +105,7 @@ func (m *Manager) expireDue(ctx context.Context) error {
 		lags = lags[:0]
 		p := storage.LockExpiryPrefix()
 		upper := binary.BigEndian.AppendUint64(append([]byte(nil), p...), uint64(l.now)+1)
-		it, err := l.tx.NewIter(m.expiryLower(), upper)
+		it, err := l.tx.NewIter(m.expLow.Lower(storage.LockExpiryPrefix()), upper)
 		if err != nil {
 			return nil, err
 		}
@@ -164,8 +151,7 @@ func (m *Manager) expireDue(ctx context.Context) error {
 		if n := len(keys); n > 0 {
 			// The command succeeds from here on (a failed commit makes the
 			// store read-only), so the bound may move now.
-			last := keys[n-1]
-			m.expLow.Store(&last)
+			m.expLow.Raise(keys[n-1])
 		}
 		return nil, nil
 	})

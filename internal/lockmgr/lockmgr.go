@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -105,7 +104,7 @@ type Manager struct {
 	q     queues
 	m     metrics
 
-	expLow    atomic.Pointer[[]byte] // see expiryLower
+	expLow    storage.ScanFloor // where expiry scans start
 	wake      chan struct{}
 	stop      chan struct{}
 	done      chan struct{}
