@@ -15,6 +15,7 @@ import (
 	"engram/internal/jsonx"
 	"engram/internal/lockmgr"
 	"engram/internal/notifier"
+	"engram/internal/search"
 )
 
 //go:embed openapi.yaml
@@ -42,6 +43,9 @@ type Config struct {
 	Locks *lockmgr.Manager
 	// Cron serves /v1/cron. Nil means those routes answer 404.
 	Cron *cron.Scheduler
+	// Search serves /v1/search and /v1/admin/reindex. Nil means those
+	// routes answer 404.
+	Search *search.Index
 	// ConnClosing reports whether the server already closed the connection a
 	// request came on (shutdown closes idle keep-alive connections, and one
 	// may hold a request read just before). Such a request is refused

@@ -22,6 +22,10 @@ type Retention struct {
 	Chunk int
 	// Head reports the last committed seq. Required when enabled.
 	Head func() uint64
+	// Floor, when set, reports the last seq a reader of the log (the search
+	// indexer) is done with: events after it are kept whatever the limits
+	// say, so that the reader never finds them gone.
+	Floor func() uint64
 	// Now is the clock. Nil means time.Now.
 	Now func() time.Time
 }
@@ -87,6 +91,9 @@ func (r *Router) Prune() (int, error) {
 			cutoff = max(cutoff, head-ret.MaxEvents+1)
 		}
 		cutoff = min(cutoff, head) // keep the newest
+		if ret.Floor != nil {
+			cutoff = min(cutoff, ret.Floor()+1)
+		}
 		n, end, err := r.pruneChunk(oldest, cutoff, ret)
 		total += n
 		if err != nil || end == oldest {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"engram/internal/lockmgr"
 	"engram/internal/notifier"
 	"engram/internal/router"
+	"engram/internal/search"
 	"engram/internal/storage"
 	"engram/internal/wal"
 )
@@ -80,6 +82,7 @@ type Server struct {
 	eng  *engine.Engine
 	lck  *lockmgr.Manager
 	crn  *cron.Scheduler
+	idx  *search.Index
 	app  *fiber.App
 	reg  *prometheus.Registry
 	ln   net.Listener
@@ -127,14 +130,32 @@ func New(cfg Config) (*Server, error) {
 		Retention: router.Retention{
 			MaxAge: cfg.RetentionAge, MaxEvents: cfg.RetentionEvents,
 			Head: func() uint64 { return s.seq.Head() },
+			// The log is kept until the search index holds it.
+			Floor: func() uint64 { return s.idx.IndexedSeq() },
 		},
 	}, s.log)
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-	s.seq, err = wal.New(db, wal.Config{NoSync: cfg.Sync == "none", Registerer: s.reg, Publish: s.rt.Publish}, s.log)
+	// The search index follows the log from its checkpoint; the sequencer
+	// tells it of each durable batch. It is opened before the sequencer so
+	// that the first commit's Notify finds it.
+	s.idx, err = search.Open(search.Config{
+		Dir: filepath.Join(cfg.DataDir, "search"), Store: db, Registerer: s.reg,
+		Head: func() uint64 { return s.seq.Head() },
+	}, s.log)
 	if err != nil {
+		s.rt.Close()
+		db.Close()
+		return nil, err
+	}
+	s.seq, err = wal.New(db, wal.Config{NoSync: cfg.Sync == "none", Registerer: s.reg, Publish: func(evs []wal.Event) {
+		s.rt.Publish(evs)
+		s.idx.Notify()
+	}}, s.log)
+	if err != nil {
+		s.idx.Close()
 		s.rt.Close()
 		db.Close()
 		return nil, err
@@ -145,6 +166,7 @@ func New(cfg Config) (*Server, error) {
 	}, s.log)
 	if err != nil {
 		s.seq.Close()
+		s.idx.Close()
 		s.rt.Close()
 		db.Close()
 		return nil, err
@@ -153,6 +175,7 @@ func New(cfg Config) (*Server, error) {
 	// crash) are left now, before any client can join.
 	if n, err := s.eng.RecoverJoins(context.Background()); err != nil {
 		s.seq.Close()
+		s.idx.Close()
 		s.rt.Close()
 		db.Close()
 		return nil, fmt.Errorf("server: recover stream joins: %w", err)
@@ -162,6 +185,7 @@ func New(cfg Config) (*Server, error) {
 	s.lck, err = lockmgr.New(db, s.seq, lockmgr.Config{Registerer: s.reg}, s.log)
 	if err != nil {
 		s.seq.Close()
+		s.idx.Close()
 		s.rt.Close()
 		db.Close()
 		return nil, err
@@ -169,6 +193,7 @@ func New(cfg Config) (*Server, error) {
 	s.crn, err = cron.New(db, s.seq, s.eng, cron.Config{Registerer: s.reg, Locks: s.lck}, s.log)
 	if err != nil {
 		s.seq.Close()
+		s.idx.Close()
 		s.rt.Close()
 		db.Close()
 		return nil, err
@@ -179,6 +204,7 @@ func New(cfg Config) (*Server, error) {
 	s.eng.Start()
 	s.lck.Start()
 	s.crn.Start()
+	s.idx.Start()
 	s.ntf, err = notifier.New(s.rt, notifier.Config{
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, Registerer: s.reg,
 		Streams: s.eng, StreamSyncMax: cfg.StreamSyncMax,
@@ -188,6 +214,7 @@ func New(cfg Config) (*Server, error) {
 		s.lck.Close()
 		s.eng.Close()
 		s.seq.Close()
+		s.idx.Close()
 		s.rt.Close()
 		db.Close()
 		return nil, err
@@ -200,6 +227,7 @@ func New(cfg Config) (*Server, error) {
 		Notifier:   s.ntf,
 		Locks:      s.lck,
 		Cron:       s.crn,
+		Search:     s.idx,
 		ConnClosing: func(c net.Conn) bool {
 			lc, ok := c.(*lingerConn)
 			return ok && lc.closed.Load()
@@ -268,6 +296,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// a Shutdown right after Start would leave it open.
 			s.ln.Close()
 		}
+		// After the HTTP shutdown (no query is running) and before the
+		// store closes under the indexer.
+		if err := s.idx.Close(); err != nil {
+			errs = append(errs, err)
+		}
 		if err := s.seq.Close(); err != nil {
 			errs = append(errs, err)
 		}
@@ -282,3 +315,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	})
 	return s.closeErr
 }
+
+// Search is the server's search index.
+func (s *Server) Search() *search.Index { return s.idx }

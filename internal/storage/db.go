@@ -288,3 +288,20 @@ func SnapshotHeadSeq(snap *pebble.Snapshot) (uint64, error) {
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
+
+// SnapshotOldestSeq reads the oldest seq retention keeps as of snap (1 when
+// retention never ran).
+func SnapshotOldestSeq(snap *pebble.Snapshot) (uint64, error) {
+	v, closer, err := snap.Get(metaOldestSeq)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("storage: get oldest seq: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, errors.New("storage: corrupt oldest seq")
+	}
+	return binary.BigEndian.Uint64(v), nil
+}

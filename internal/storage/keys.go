@@ -534,3 +534,30 @@ func CronJobName(key []byte) (string, error) {
 
 // QueuePayloadKey is the key of a queue message's payload.
 func QueuePayloadKey(id [16]byte) []byte { return append([]byte{nsQueuePayload}, id[:]...) }
+
+// ContextUnitsPrefix bounds every work unit's value key (all contexts).
+func ContextUnitsPrefix() []byte { return []byte{nsContextUnit} }
+
+// StreamItemsPrefix bounds every stream item key (all streams).
+func StreamItemsPrefix() []byte { return []byte{nsStreamItem} }
+
+// DecodeStreamItemKey splits a stream item key into its names.
+func DecodeStreamItemKey(key []byte) (stream, group, item string, err error) {
+	if len(key) < 1 || key[0] != nsStreamItem {
+		return "", "", "", ErrBadKey
+	}
+	rest := key[1:]
+	if stream, rest, err = DecodeString(rest); err != nil {
+		return "", "", "", err
+	}
+	if group, rest, err = DecodeString(rest); err != nil {
+		return "", "", "", err
+	}
+	if item, rest, err = DecodeString(rest); err != nil {
+		return "", "", "", err
+	}
+	if len(rest) != 0 {
+		return "", "", "", ErrBadKey
+	}
+	return stream, group, item, nil
+}
