@@ -136,7 +136,7 @@ func (x *Index) retryRebuild(reason string) {
 // caughtUp ends a rebuild's status once the index reaches the head.
 func (x *Index) caughtUp() {
 	st := x.status.Load()
-	if !st.Rebuilding {
+	if !st.Rebuilding || len(x.rebuild) > 0 {
 		return
 	}
 	done := *st
