@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -396,5 +397,29 @@ func TestCheckTopic(t *testing.T) {
 		if err := CheckTopic(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestRetentionFloor: events after the floor (the search index's
+// checkpoint) are kept whatever the limits say, and go once it moves on.
+func TestRetentionFloor(t *testing.T) {
+	var floor atomic.Uint64
+	floor.Store(12)
+	g := newRig(t, Config{Retention: Retention{MaxEvents: 5, Floor: floor.Load}})
+	for range 30 {
+		g.emit(t, "a/b")
+	}
+	if _, err := g.r.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	if g.r.OldestSeq() != 13 {
+		t.Fatalf("oldest %d, want 13 (the floor + 1)", g.r.OldestSeq())
+	}
+	floor.Store(30)
+	if _, err := g.r.Prune(); err != nil {
+		t.Fatal(err)
+	}
+	if g.r.OldestSeq() != 26 {
+		t.Fatalf("oldest %d, want 26 (the count limit)", g.r.OldestSeq())
 	}
 }

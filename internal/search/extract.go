@@ -140,9 +140,18 @@ func (t *textBuilder) add(s string) {
 
 var errNotJSON = errors.New("search: value is not JSON")
 
-// addLeaves adds the string leaves of a JSON value (object keys, numbers,
-// booleans and nulls are not text).
+// addLeaves adds the string leaves of a JSON value.
 func (t *textBuilder) addLeaves(v []byte) error {
+	return walkLeaves(v, func(s string) bool {
+		t.add(s)
+		return !t.full
+	})
+}
+
+// walkLeaves calls fn with each string leaf of the JSON value v, in order,
+// until fn returns false. Object keys, numbers, booleans and nulls are not
+// leaves of text.
+func walkLeaves(v []byte, fn func(string) bool) error {
 	v = bytes.TrimSpace(v)
 	if len(v) == 0 {
 		return errNotJSON
@@ -152,7 +161,7 @@ func (t *textBuilder) addLeaves(v []byte) error {
 		if err := json.Unmarshal(v, &s); err != nil {
 			return err
 		}
-		t.add(s)
+		fn(s)
 		return nil
 	}
 	if v[0] != '{' && v[0] != '[' {
@@ -167,9 +176,12 @@ func (t *textBuilder) addLeaves(v []byte) error {
 	// says whether the next string in the innermost object is a key.
 	var inObject []bool
 	key := false
-	for !t.full {
+	for {
 		tok, err := dec.Token()
 		if err == io.EOF {
+			if len(inObject) > 0 {
+				return io.ErrUnexpectedEOF
+			}
 			return nil
 		}
 		if err != nil {
@@ -187,18 +199,24 @@ func (t *textBuilder) addLeaves(v []byte) error {
 			default:
 				inObject = inObject[:len(inObject)-1]
 				key = len(inObject) > 0 && inObject[len(inObject)-1]
+				if len(inObject) == 0 {
+					// One value only: anything after it is not JSON.
+					if _, err := dec.Token(); err != io.EOF {
+						return errNotJSON
+					}
+					return nil
+				}
 			}
 			continue
 		case string:
-			if !key {
-				t.add(x)
+			if !key && !fn(x) {
+				return nil
 			}
 		}
 		if len(inObject) > 0 && inObject[len(inObject)-1] {
 			key = !key
 		}
 	}
-	return nil
 }
 
 func sortedKeys(m map[string]string) []string {

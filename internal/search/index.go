@@ -151,6 +151,9 @@ func Open(cfg Config, log *slog.Logger) (*Index, error) {
 	x.m = newMetrics(x, cfg.Registerer)
 
 	reason := ""
+	if _, err := os.Stat(x.path); errors.Is(err, os.ErrNotExist) {
+		reason = "no index file yet"
+	}
 	f, st, err := openFiles(x.path, cfg.Readers)
 	switch {
 	case err != nil:
