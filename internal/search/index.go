@@ -55,6 +55,9 @@ type Config struct {
 // indexFile is the index's file name inside Config.Dir.
 const indexFile = "index.db"
 
+// reasonNoFile is the rebuild reason of a first start (or a deleted index).
+const reasonNoFile = "no index file yet"
+
 // Index is the search index: it follows the log in the background and
 // answers queries.
 type Index struct {
@@ -152,7 +155,7 @@ func Open(cfg Config, log *slog.Logger) (*Index, error) {
 
 	reason := ""
 	if _, err := os.Stat(x.path); errors.Is(err, os.ErrNotExist) {
-		reason = "no index file yet"
+		reason = reasonNoFile
 	}
 	f, st, err := openFiles(x.path, cfg.Readers)
 	switch {
