@@ -59,13 +59,15 @@ type Query struct {
 
 // Hit is one match.
 type Hit struct {
-	Kind      string  `json:"kind"`
-	ID        string  `json:"id"`
-	ContextID string  `json:"context_id,omitempty"`
-	Stream    string  `json:"stream,omitempty"`
-	Group     string  `json:"group,omitempty"`
-	Score     float64 `json:"score"`
-	Snippet   string  `json:"snippet"`
+	Kind      string `json:"kind"`
+	ID        string `json:"id"`
+	ContextID string `json:"context_id,omitempty"`
+	Stream    string `json:"stream,omitempty"`
+	Group     string `json:"group,omitempty"`
+	// Score is the bm25 relevance (higher is better) with sort=relevance,
+	// and 0 with sort=recent, which does not score.
+	Score   float64 `json:"score"`
+	Snippet string  `json:"snippet"`
 	// Seq is the seq of the change the document holds; 0 for a stream item
 	// that a rebuild found in state after retention removed its change.
 	Seq uint64 `json:"seq"`
@@ -222,8 +224,11 @@ var (
 	// Ranked: FTS5 sorts by its rank (bm25 with tags weighted 0).
 	sqlRelevance = `SELECT ` + hitColumns + `, rank FROM docs WHERE docs MATCH ? ORDER BY rank LIMIT ? OFFSET ?`
 	// Newest first: FTS5 walks the matches in descending rowid (seq)
-	// order and stops at the limit, scoring only the rows it returns.
-	sqlRecent = `SELECT ` + hitColumns + `, bm25(docs, 1.0, 0.0) FROM docs WHERE docs MATCH ? ORDER BY rowid DESC LIMIT ? OFFSET ?`
+	// order and stops at the limit. No score: bm25 counts, once per query,
+	// every row holding each term (its idf), which is the cost of a common
+	// term that this order exists to avoid (at 300k documents, 0.2 ms
+	// without it, 6.4 ms with it, growing with the matches).
+	sqlRecent = `SELECT ` + hitColumns + `, 0.0 FROM docs WHERE docs MATCH ? ORDER BY rowid DESC LIMIT ? OFFSET ?`
 	sqlCount  = `SELECT count(*) FROM docs WHERE docs MATCH ?`
 )
 

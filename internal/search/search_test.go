@@ -95,8 +95,13 @@ func TestHitFields(t *testing.T) {
 	if u.Snippet != "<mark>needle</mark> in a haystack" {
 		t.Errorf("snippet %q", u.Snippet)
 	}
-	if u.Score <= 0 || item.Score <= 0 {
-		t.Errorf("scores %v %v, want > 0", u.Score, item.Score)
+	if u.Score != 0 || item.Score != 0 {
+		t.Errorf("sort=recent scores %v %v, want 0", u.Score, item.Score)
+	}
+	for _, h := range v.search(t, search.Query{Q: "needle"}).Hits {
+		if h.Score <= 0 {
+			t.Errorf("relevance score %v, want > 0", h.Score)
+		}
 	}
 	if res.IndexedSeq < iseq || res.Total != nil {
 		t.Errorf("indexed_seq %d total %v", res.IndexedSeq, res.Total)
