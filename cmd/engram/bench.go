@@ -57,11 +57,16 @@ type benchConfig struct {
 	QueueBacklog int // queues: messages of the large-backlog lease+ack step (0: skip it)
 
 	LockCount int // locks: live locks of the mass-expiry step (0: skip it)
+
+	// Search (its own server): corpus size, timed queries per case, the
+	// lag step's paced writes/s and its length (0: skip it).
+	SearchUnits, SearchQueries, SearchLagSeconds int
+	SearchRate                                   float64
 }
 
 // benchGroups are the groups --only selects from, each with the ceilings
 // its budgets need.
-var benchGroups = []string{"disk", "write", "batch", "list", "fanout", "memory", "streams", "queues", "locks"}
+var benchGroups = []string{"disk", "write", "batch", "list", "fanout", "memory", "streams", "queues", "locks", "search"}
 
 // wantHTTP says whether any group that uses the in-process server and
 // the trivial app runs.
@@ -93,7 +98,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.StringVar(&cfg.Sync, "sync", "always", "server sync mode: always (budgets apply) or none")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "directory: write a CPU profile of this process during each server scenario into it, named after the scenario (write.c64.pprof, ...); it includes the fasthttp driver when that drives the load, and the subscriber clients in the fan-out scenarios (whose server it moves into this process), and costs a few % of throughput")
 	var only, clients string
-	fs.StringVar(&only, "only", "", "comma-separated groups to run (default all): disk (fsync and Pebble 64-writer ceilings), write (trivial handler and durable writes), batch (Pebble batches and batch insert), list (trivial GET and list), fanout (raw WebSocket broadcast ceiling, WebSocket and SSE fan-out), memory (server RSS with idle WebSocket subscribers), streams (trivial handler, stream set and update at 1 and 64 clients; raw broadcast ceiling and /stream fan-out), queues (fsync, Pebble 64-writer and trivial-handler ceilings; publish at 1 and 16 clients and in batches of 100; lease+ack at 1 and 16 consumers, max 1 and 10; lease+ack at 16 consumers on a --queue-backlog backlog), locks (fsync, Pebble 64- and 1-writer and trivial-handler ceilings; acquire+release at 1 client; 64 clients handing one resource over; --lock-count locks expiring at once)")
+	fs.StringVar(&only, "only", "", "comma-separated groups to run (default all): disk (fsync and Pebble 64-writer ceilings), write (trivial handler and durable writes), batch (Pebble batches and batch insert), list (trivial GET and list), fanout (raw WebSocket broadcast ceiling, WebSocket and SSE fan-out), memory (server RSS with idle WebSocket subscribers), streams (trivial handler, stream set and update at 1 and 64 clients; raw broadcast ceiling and /stream fan-out), queues (fsync, Pebble 64-writer and trivial-handler ceilings; publish at 1 and 16 clients and in batches of 100; lease+ack at 1 and 16 consumers, max 1 and 10; lease+ack at 16 consumers on a --queue-backlog backlog), locks (fsync, Pebble 64- and 1-writer and trivial-handler ceilings; acquire+release at 1 client; 64 clients handing one resource over; --lock-count locks expiring at once), search (its own server: raw FTS5 insert and query ceilings; a --search-units corpus written in batches and indexed; selective, two-term and common queries, relevance and recent, against raw FTS5; index lag at --search-rate writes/s)")
 	fs.StringVar(&clients, "clients", "1,16,64", "comma-separated client counts of the durable-write scenario (budgets use 1 and 64)")
 	fs.DurationVar(&cfg.WaitQuiet, "wait-quiet", 0, "before each measurement wait up to this long until other processes use under 0.2 cores (for shared machines; 0 = don't wait)")
 	fs.IntVar(&cfg.Retries, "retries", 0, "re-run a ceiling/scenario step up to this many times when other processes used over 0.2 cores during it, keeping the quietest attempt")
@@ -106,6 +111,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchConfig, error) {
 	fs.IntVar(&cfg.StreamsSubs, "streams-subs", 1000, "streams: /stream subscribers joined to the fanned-out group (the applied budgets use 1000); the rate, window and writers are --fanout-rate, --fanout-window and --fanout-writers")
 	fs.IntVar(&cfg.QueueBacklog, "queue-backlog", 1000000, "queues: messages in the topic of the large-backlog lease+ack step, prefilled in batches of 1000 (the issue's figure is 1000000; --quick makes it 100000 unless set; 0 skips the step)")
 	fs.IntVar(&cfg.LockCount, "lock-count", 100000, "locks: live locks created with one common expires_at for the expiry-latency step (--quick makes it 10000 unless set; 0 skips the step)")
+	addSearchFlags(fs, &cfg)
 	fs.IntVar(&cfg.IdleSubs, "idle-subs", 10000, "memory: idle WebSocket subscribers (scaled down, and said so, when the fd limit is lower)")
 	fs.StringVar(&cfg.ServerBin, "server-bin", "", "fanout, memory: the Engram server binary to run as a separate process (default: go build engram/cmd/server into the data dir)")
 	fs.BoolVar(&cfg.FanoutInproc, "fanout-inproc", false, "fanout: run the Engram server in the bench process (implied by --cpuprofile, which profiles only this process); the memory scenario always runs it apart")
@@ -128,6 +134,9 @@ same run on the same machine:
     16 consumers, max 1 and 10; and 16 consumers on a 1M backlog)
   lock acquire+release at 1 client, 64 clients handing one resource
     over, and the expiry latency of 100,000 locks expiring at once
+  search on 1M work units: index throughput, selective, two-term and
+    common queries (relevance and recent) and index lag at 5k writes/s,
+    against raw FTS5 on the same texts
 Ceilings: append+fdatasync in the data dir, Pebble synced commits (%d
 goroutines, and %d-record batches), a trivial handler on the same Fiber
 stack under the same load, a prepared 300 B WebSocket frame broadcast to
@@ -164,6 +173,9 @@ Flags:
 		if !set["lock-count"] {
 			cfg.LockCount = 10000
 		}
+	}
+	if err := searchFlagDefaults(&cfg, set, stderr); err != nil {
+		return cfg, err
 	}
 	if cfg.LockCount < 0 {
 		fmt.Fprintln(stderr, "engram bench: --lock-count must not be negative")
@@ -295,6 +307,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	b.rep.Budgets = append(b.rep.Budgets, computeStreamsBudgets(b.rep.Measurements, cfg.Sync)...)
 	b.rep.Budgets = append(b.rep.Budgets, computeQueuesBudgets(b.rep.Measurements, cfg.Sync)...)
 	b.rep.Budgets = append(b.rep.Budgets, computeLocksBudgets(b.rep.Measurements, cfg.Sync)...)
+	b.rep.Budgets = append(b.rep.Budgets, computeSearchBudgets(b.rep.Measurements, cfg.Sync)...)
 	if runErr != nil {
 		b.rep.Error = runErr.Error()
 	}
@@ -444,6 +457,11 @@ func (b *bench) run(ctx context.Context) error {
 	}
 	if b.cfg.want("streams") {
 		if err := b.streamsFanout(ctx); err != nil {
+			return err
+		}
+	}
+	if b.cfg.want("search") {
+		if err := b.searchScenarios(ctx); err != nil {
 			return err
 		}
 	}

@@ -69,6 +69,8 @@ type measurement struct {
 	Queue *qbFigures `json:"queue,omitempty"`
 	// Lock is the locks group's figures (nil elsewhere).
 	Lock *lbFigures `json:"lock,omitempty"`
+	// Search is the search group's figures (nil elsewhere).
+	Search *srchFigures `json:"search,omitempty"`
 }
 
 // noisyCores is the CPU use of other processes (in cores, averaged over a
@@ -331,6 +333,9 @@ func budgetUses(b budgetResult, id string) bool {
 	if uses, known := locksBudgetUses(b, id); known {
 		return uses
 	}
+	if uses, known := searchBudgetUses(b, id); known {
+		return uses
+	}
 	switch {
 	case strings.HasPrefix(b.Name, "durable write, 1 client"):
 		return id == "write.c1" || id == "ceiling.trivial_post.c1" || id == "ceiling.fsync"
@@ -394,6 +399,8 @@ type reportConfig struct {
 	Queues *qbReportConfig `json:"queues,omitempty"`
 	// Locks is the locks group's setup (nil when it did not run).
 	Locks *lbReportConfig `json:"locks,omitempty"`
+	// Search is the search group's setup (nil when it did not run).
+	Search *srchReportConfig `json:"search,omitempty"`
 }
 
 // fmtMs formats milliseconds with a precision that suits the magnitude.
@@ -503,6 +510,7 @@ func formatReport(r benchReport) string {
 	sb.WriteString(formatStreams(r))
 	sb.WriteString(formatQueues(r))
 	sb.WriteString(formatLocks(r))
+	sb.WriteString(formatSearch(r))
 
 	sb.WriteString("\n-- budgets (DESIGN.md \"Performance budgets\"; ceilings from this run) --\n")
 	tw = tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
