@@ -539,8 +539,12 @@ func (r *srchRaw) query(ctx context.Context, q, sortBy string) (int, error) {
 		snip  string
 		score float64
 	)
+	dest := []any{&rowid, &snip, &score}
+	if sortBy == srchRecent {
+		dest = dest[:2] // no score, as the server
+	}
 	for rows.Next() {
-		if err := rows.Scan(&rowid, &snip, &score); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return n, err
 		}
 		n++

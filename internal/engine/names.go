@@ -136,6 +136,12 @@ func (e enum) check(field, s string) (byte, error) {
 	return c, nil
 }
 
+// CheckUnitType checks a work unit type named by field.
+func CheckUnitType(field, s string) error {
+	_, err := unitTypes.check(field, s)
+	return err
+}
+
 // Codes are stored: append new names, never reorder.
 var (
 	unitTypes = enum{"work unit type", []string{

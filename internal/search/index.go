@@ -55,7 +55,8 @@ type Config struct {
 // indexFile is the index's file name inside Config.Dir.
 const indexFile = "index.db"
 
-// reasonNoFile is the rebuild reason of a first start (or a deleted index).
+// reasonNoFile is the rebuild reason of a new index file (a first start, or
+// a deleted index).
 const reasonNoFile = "no index file yet"
 
 // Index is the search index: it follows the log in the background and
@@ -80,6 +81,7 @@ type Index struct {
 	rebuild chan string   // requested rebuilds, with their reason
 	status  atomic.Pointer[Status]
 
+	fresh   bool // the file was created by Open: run reports filling it as a rebuild
 	started atomic.Bool
 	stopc   chan struct{}
 	donec   chan struct{}
@@ -155,7 +157,9 @@ func Open(cfg Config, log *slog.Logger) (*Index, error) {
 
 	reason := ""
 	if _, err := os.Stat(x.path); errors.Is(err, os.ErrNotExist) {
-		reason = reasonNoFile
+		// A new file is an empty index at checkpoint 0: the indexer fills
+		// it from the log like any rebuild (run reports it as one).
+		x.fresh = true
 	}
 	f, st, err := openFiles(x.path, cfg.Readers)
 	switch {
@@ -234,8 +238,13 @@ func (x *Index) IndexedSeq() uint64 { return x.indexed.Load() }
 
 // Reindex asks for a rebuild from storage. The index answers queries from
 // what it has rebuilt so far meanwhile (IndexedSeq says how far).
+//
+// A request while a rebuild is under way joins it: the rebuild in progress
+// already reads everything committed before it ends.
 func (x *Index) Reindex(reason string) Status {
-	x.retryRebuild(reason)
+	if !x.status.Load().Rebuilding {
+		x.retryRebuild(reason)
+	}
 	return x.Status()
 }
 

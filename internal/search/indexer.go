@@ -37,8 +37,16 @@ func (e errLogGap) Error() string {
 // log until stopped.
 func (x *Index) run() {
 	defer close(x.donec)
-	if cp, head := x.indexed.Load(), x.cfg.Head(); cp > head {
+	switch cp, head := x.indexed.Load(), x.cfg.Head(); {
+	case cp > head:
 		x.retryRebuild(fmt.Sprintf("the index holds seq %d, past the log's last seq %d (a store restored from an older backup?)", cp, head))
+	case x.fresh && head > 0 && len(x.rebuild) == 0:
+		// The new file needs no replacing: the indexer replays the log
+		// into it (or rebuilds from state if retention removed its start).
+		now := time.Now()
+		x.status.Store(&Status{Rebuilding: true, Reason: reasonNoFile, Phase: "log", StartedAt: &now})
+		x.m.rebuilds.Inc()
+		x.log.Info("search: building the index from storage", "reason", reasonNoFile, "head_seq", head)
 	}
 	backoff := time.Duration(0)
 	for {

@@ -113,10 +113,15 @@ func (q *Query) validate() error {
 		return invalidf("kind: %q is not %s or %s", engine.Truncate(q.Kind), KindUnit, KindItem)
 	}
 	for _, f := range []struct{ name, v string }{
-		{"context_id", q.ContextID}, {"agent_id", q.AgentID}, {"type", q.Type}, {"stream", q.Stream},
+		{"context_id", q.ContextID}, {"agent_id", q.AgentID}, {"stream", q.Stream},
 	} {
 		if f.v != "" && !engine.ValidName(f.v) {
 			return invalidf("%s: %q must match ^[A-Za-z0-9._~:@-]{1,128}$", f.name, engine.Truncate(f.v))
+		}
+	}
+	if q.Type != "" {
+		if err := engine.CheckUnitType("type", q.Type); err != nil {
+			return err
 		}
 	}
 	unitFilter := q.ContextID != "" || q.AgentID != "" || q.Type != ""
@@ -237,17 +242,13 @@ func (x *Index) Search(ctx context.Context, q Query) (*Result, error) {
 	if err := q.validate(); err != nil {
 		return nil, err
 	}
-	if q.MinSeq > 0 && !x.WaitFor(ctx, q.MinSeq, MinSeqWait) {
-		return nil, &LagError{MinSeq: q.MinSeq, IndexedSeq: x.indexed.Load()}
+	if err := x.lockAt(ctx, q.MinSeq); err != nil {
+		return nil, err
 	}
+	defer x.mu.RUnlock()
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, x.cfg.QueryTimeout)
 	defer cancel()
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	if x.f == nil {
-		return nil, ErrUnavailable
-	}
 	// The checkpoint read before the query: everything up to it is in the
 	// answer (the reader's snapshot may hold more).
 	res := &Result{Hits: []Hit{}, IndexedSeq: x.indexed.Load()}
@@ -259,12 +260,12 @@ func (x *Index) Search(ctx context.Context, q Query) (*Result, error) {
 	// One read transaction, so that hits and total see the same index.
 	tx, err := x.f.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return nil, x.queryErr(err)
+		return nil, x.queryErr(q.Q, err)
 	}
 	defer tx.Rollback()
 	rows, err := tx.QueryContext(ctx, query, match, q.Limit, q.Offset)
 	if err != nil {
-		return nil, x.queryErr(err)
+		return nil, x.queryErr(q.Q, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -273,21 +274,23 @@ func (x *Index) Search(ctx context.Context, q Query) (*Result, error) {
 		var kind string
 		var score float64
 		if err := rows.Scan(&rowid, &kind, &h.ID, &h.ContextID, &h.Stream, &h.Group, &h.Snippet, &score); err != nil {
-			return nil, x.queryErr(err)
+			return nil, x.queryErr(q.Q, err)
 		}
-		h.Kind, h.Score = kind, -score
+		// bm25 is lower for better matches; the API's score is higher.
+		// (0 - score, not -score: no "-0" for sort=recent's 0.)
+		h.Kind, h.Score = kind, 0-score
 		if rowid > 0 {
 			h.Seq = uint64(rowid)
 		}
 		res.Hits = append(res.Hits, h)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, x.queryErr(err)
+		return nil, x.queryErr(q.Q, err)
 	}
 	if q.Count {
 		var n int64
 		if err := tx.QueryRowContext(ctx, sqlCount, match).Scan(&n); err != nil {
-			return nil, x.queryErr(err)
+			return nil, x.queryErr(q.Q, err)
 		}
 		res.Total = &n
 	}
@@ -295,10 +298,32 @@ func (x *Index) Search(ctx context.Context, q Query) (*Result, error) {
 	return res, nil
 }
 
+// lockAt waits until the index holds minSeq (up to MinSeqWait), then
+// takes the read lock on the index file. A rebuild can replace the file
+// between the wait and the lock and start again from 0, so the checkpoint
+// is checked again under the lock.
+func (x *Index) lockAt(ctx context.Context, minSeq uint64) error {
+	deadline := time.Now().Add(MinSeqWait)
+	for {
+		if minSeq > 0 && !x.WaitFor(ctx, minSeq, time.Until(deadline)) {
+			return &LagError{MinSeq: minSeq, IndexedSeq: x.indexed.Load()}
+		}
+		x.mu.RLock()
+		if x.f == nil {
+			x.mu.RUnlock()
+			return ErrUnavailable
+		}
+		if x.indexed.Load() >= minSeq {
+			return nil
+		}
+		x.mu.RUnlock()
+	}
+}
+
 // queryErr turns a SQLite error into what the client is told: the query's
 // own errors (syntax, an unknown column) are invalid arguments in plain
 // words; a corrupt index starts a rebuild.
-func (x *Index) queryErr(err error) error {
+func (x *Index) queryErr(q string, err error) error {
 	switch code := sqliteCode(err); {
 	case code == sqlite3.SQLITE_ERROR:
 		// Our SQL is fixed, so an error here is the MATCH expression's.
@@ -308,9 +333,13 @@ func (x *Index) queryErr(err error) error {
 		if i := strings.LastIndex(msg, " ("); i > 0 && strings.HasSuffix(msg, ")") {
 			msg = msg[:i]
 		}
+		if msg == `syntax error near ")"` && !strings.Contains(q, ")") {
+			// The ")" is the one closing "body : ( q )": q ended early.
+			msg = "syntax error: the query ends where a term was expected"
+		}
 		return invalidf("q: %s", msg)
 	case code == sqlite3.SQLITE_INTERRUPT || errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("search: query interrupted after %v: %w", x.cfg.QueryTimeout, context.DeadlineExceeded)
+		return fmt.Errorf("%w: the query ran longer than %v and was stopped; narrow it", ErrUnavailable, x.cfg.QueryTimeout)
 	case isCorrupt(err):
 		x.log.Error("search: query found the index corrupt; rebuilding", "err", err)
 		x.retryRebuild("corrupt index: " + err.Error())

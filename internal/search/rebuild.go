@@ -25,11 +25,7 @@ func (x *Index) rebuildFrom(reason string) error {
 	now := time.Now()
 	x.status.Store(&Status{Rebuilding: true, Reason: reason, Phase: "log", StartedAt: &now})
 	x.m.rebuilds.Inc()
-	if reason == reasonNoFile {
-		x.log.Info("search: building the index from storage", "reason", reason)
-	} else {
-		x.log.Warn("search: rebuilding the index from storage", "reason", reason)
-	}
+	x.log.Warn("search: rebuilding the index from storage", "reason", reason)
 	if err := x.replaceFile(strings.HasPrefix(reason, "corrupt")); err != nil {
 		return err
 	}

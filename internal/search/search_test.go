@@ -1,6 +1,7 @@
 package search_test
 
 import (
+	"encoding/json"
 	"context"
 	"fmt"
 	"slices"
@@ -95,8 +96,8 @@ func TestHitFields(t *testing.T) {
 	if u.Snippet != "<mark>needle</mark> in a haystack" {
 		t.Errorf("snippet %q", u.Snippet)
 	}
-	if u.Score != 0 || item.Score != 0 {
-		t.Errorf("sort=recent scores %v %v, want 0", u.Score, item.Score)
+	if b, _ := json.Marshal(res.Hits[0]); !strings.Contains(string(b), `"score":0,`) {
+		t.Errorf("sort=recent hit %s, want score 0", b)
 	}
 	for _, h := range v.search(t, search.Query{Q: "needle"}).Hits {
 		if h.Score <= 0 {
@@ -215,6 +216,7 @@ func TestBadQueries(t *testing.T) {
 		{search.Query{Q: "a", ContextID: "bad name"}, "context_id:"},
 		{search.Query{Q: "a", AgentID: "x/y"}, "agent_id:"},
 		{search.Query{Q: "a", Type: strings.Repeat("T", 200)}, "type:"},
+		{search.Query{Q: "a", Type: "FOO"}, "type: unknown work unit type"},
 		{search.Query{Q: "a", Stream: "s s"}, "stream:"},
 		{search.Query{Q: "a", Stream: "s", ContextID: "c"}, "stream:"},
 		{search.Query{Q: "a", Kind: search.KindItem, AgentID: "x"}, "kind:"},
@@ -225,6 +227,12 @@ func TestBadQueries(t *testing.T) {
 		if !isInvalid(err) || !strings.HasPrefix(err.Error(), tc.field) {
 			t.Errorf("q %.40q kind %q sort %q: got %v, want an invalid argument starting %q", tc.q.Q, tc.q.Kind, tc.q.Sort, err, tc.field)
 		}
+	}
+	// A query that ends early is named as such, not by the ")" of the
+	// group the query is placed in.
+	if _, err := v.x.Search(context.Background(), search.Query{Q: "hello AND"}); err == nil ||
+		err.Error() != "q: syntax error: the query ends where a term was expected" {
+		t.Errorf("hello AND: %v", err)
 	}
 	// And the index still answers.
 	if got := v.search(t, search.Query{Q: "something"}); len(got.Hits) != 1 {
@@ -311,4 +319,41 @@ func TestConcurrentQueriesAndWrites(t *testing.T) {
 		t.Fatalf("total %d, written %d", *res.Total, written.Load())
 	}
 	t.Logf("%d writes while queries ran", written.Load())
+}
+
+// TestMinSeqDuringRebuilds: a rebuild replaces the file and starts again
+// from 0; a query with min_seq never answers from an index short of it.
+func TestMinSeqDuringRebuilds(t *testing.T) {
+	v := newEnv(t)
+	var last uint64
+	for i := range 20 {
+		_, last = v.unit(t, "c", "a", "MESSAGE", fmt.Sprintf("disk %d", i), nil)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+				v.x.Reindex("test")
+			}
+		}
+	})
+	for range 100 {
+		res, err := v.x.Search(context.Background(), search.Query{Q: "disk", MinSeq: last, Limit: 100})
+		var lag *search.LagError
+		switch {
+		case errorsAs(err, &lag):
+		case err != nil:
+			t.Fatal(err)
+		case res.IndexedSeq < last || len(res.Hits) != 20:
+			close(stop)
+			wg.Wait()
+			t.Fatalf("indexed_seq %d with min_seq %d: %d hits", res.IndexedSeq, last, len(res.Hits))
+		}
+	}
+	close(stop)
+	wg.Wait()
 }
