@@ -367,6 +367,10 @@ func TestSubscribeHistoryTruncated(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Retention keeps what the search index has not read yet.
+	if !ts.srv.Search().WaitFor(ctx, ts.srv.HeadSeq(), 10*time.Second) {
+		t.Fatal("the search index did not catch up")
+	}
 	if _, err := ts.srv.Router().Prune(); err != nil {
 		t.Fatal(err)
 	}

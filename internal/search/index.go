@@ -81,11 +81,12 @@ type Index struct {
 	rebuild chan string   // requested rebuilds, with their reason
 	status  atomic.Pointer[Status]
 
-	fresh   bool // the file was created by Open: run reports filling it as a rebuild
-	started atomic.Bool
-	stopc   chan struct{}
-	donec   chan struct{}
-	m       *metrics
+	fresh    bool // the file was created by Open: run reports filling it as a rebuild
+	started  atomic.Bool
+	stopOnce sync.Once
+	stopc    chan struct{}
+	donec    chan struct{}
+	m        *metrics
 }
 
 // Status is what the index is doing.
@@ -205,16 +206,19 @@ func (x *Index) Start() {
 	go x.run()
 }
 
-// Close stops the indexer and closes the index files.
-func (x *Index) Close() error {
-	select {
-	case <-x.stopc:
-	default:
-		close(x.stopc)
-	}
+// Stop stops the indexer and ends every min_seq wait (they answer
+// LagError); queries without one still run until Close. A server stops the
+// index first, so that its HTTP shutdown need not wait out parked queries.
+func (x *Index) Stop() {
+	x.stopOnce.Do(func() { close(x.stopc) })
 	if x.started.Load() {
 		<-x.donec
 	}
+}
+
+// Close stops the index (see Stop) and closes its files.
+func (x *Index) Close() error {
+	x.Stop()
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.f == nil {

@@ -288,6 +288,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.crn.Close() // before the engine and the locks it fires with
 		s.eng.Close()
 		s.lck.Close()
+		s.idx.Stop() // searches parked on min_seq answer now
 		if s.ln != nil {
 			if err := s.app.ShutdownWithContext(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("server: http shutdown: %w", err))
