@@ -2,7 +2,9 @@ package api
 
 import (
 	_ "embed"
+	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"time"
@@ -87,6 +89,10 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 		DisableStartupMessage: true,
 		UnescapePath:          true,
 		ErrorHandler:          errorHandler(log),
+		// The request line and headers must fit in this buffer: fasthttp's
+		// 4 KiB default is too small for a search q of 2048 bytes of
+		// non-ASCII text (6 KiB percent-encoded). A longer head is 431.
+		ReadBufferSize: 16 << 10,
 	})
 	h := &handlers{eng: eng, cfg: cfg, log: log}
 	app.Use(recoverer(log))
@@ -146,6 +152,11 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 		v1.Get("/cron/:name", h.getCron)
 		v1.Delete("/cron/:name", h.deleteCron)
 	}
+	if cfg.Search != nil {
+		v1.Get("/search", h.search)
+		v1.Post("/admin/reindex", h.reindex)
+		v1.Get("/admin/reindex", h.reindexStatus)
+	}
 	v1.Get("/queues", h.listQueues)
 	v1.Get("/queues/:topic", h.queueStats)
 	v1.Post("/queues/:topic/messages", h.publish)
@@ -179,16 +190,27 @@ func decode(c *fiber.Ctx, v any) error {
 // queryLimit reads the limit parameter: absent is 0 (the default); present
 // it must be 1..MaxListLimit.
 func queryLimit(c *fiber.Ctx) (int, error) {
-	s := c.Query("limit")
+	return queryInt(c, "limit", 1, engine.MaxListLimit)
+}
+
+// queryInt reads the integer query parameter name: absent (or empty) is 0;
+// present it must be a decimal integer in lo..hi (hi math.MaxInt: no upper
+// bound).
+func queryInt(c *fiber.Ctx, name string, lo, hi int) (int, error) {
+	s := c.Query(name)
 	if s == "" {
 		return 0, nil
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil {
-		return 0, badRequest("limit: %q is not an integer", engine.Truncate(s))
-	}
-	if n < 1 || n > engine.MaxListLimit {
-		return 0, badRequest("limit: %d out of range 1..%d", n, engine.MaxListLimit)
+	switch {
+	case errors.Is(err, strconv.ErrRange):
+		return 0, badRequest("%s: %s is out of range", name, engine.Truncate(s))
+	case err != nil:
+		return 0, badRequest("%s: %q is not an integer", name, engine.Truncate(s))
+	case n < lo && hi == math.MaxInt:
+		return 0, badRequest("%s: %d is less than %d", name, n, lo)
+	case n < lo || n > hi:
+		return 0, badRequest("%s: %d out of range %d..%d", name, n, lo, hi)
 	}
 	return n, nil
 }

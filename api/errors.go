@@ -10,6 +10,7 @@ import (
 
 	"engram/internal/engine"
 	"engram/internal/notifier"
+	"engram/internal/search"
 	"engram/internal/wal"
 )
 
@@ -81,6 +82,14 @@ func classify(err error) (int, string, string, map[string]any) {
 	var br *notifier.BadRequest
 	if errors.As(err, &br) {
 		return fiber.StatusBadRequest, "invalid_argument", br.Msg, nil
+	}
+	var lag *search.LagError
+	if errors.As(err, &lag) {
+		return fiber.StatusServiceUnavailable, "unavailable", err.Error(),
+			map[string]any{"indexed_seq": lag.IndexedSeq, "min_seq": lag.MinSeq}
+	}
+	if errors.Is(err, search.ErrUnavailable) {
+		return fiber.StatusServiceUnavailable, "unavailable", err.Error(), nil
 	}
 	var fe *fiber.Error
 	if errors.As(err, &fe) {
