@@ -1,7 +1,7 @@
 // Package client is the Go client of Engram's v1 HTTP API: typed methods for
 // the REST endpoints (contexts, work units, stream items, queues, locks,
-// cron jobs, health) and a self-healing WebSocket subscription to the event
-// log.
+// cron jobs, search, health) and a self-healing WebSocket subscription to
+// the event log.
 //
 // A [Client] is safe for concurrent use. Every method takes a
 // [context.Context] that bounds the request. A non-2xx answer is returned as
@@ -40,6 +40,14 @@
 // [Client.DeleteCron] stops it. Each scheduled time fires at most once; a
 // fire's message decodes into a [CronMessage]. Times missed while the server
 // was stopped are skipped, or fired once ([CronCatchUpOnce]).
+//
+// [Client.Search] finds work units and stream items by their text (SQLite
+// FTS5 syntax: terms, "phrases", prefix*, AND, OR, NOT), ranked or newest
+// first, with filters and snippets. The index follows the log in the
+// background: set [SearchQuery].MinSeq to the seq of a write to see it
+// (read your writes; a wait that runs out is [ErrUnavailable], see
+// [SearchLagging]). [Client.Reindex] rebuilds the index from storage and
+// [Client.ReindexStatus] follows the rebuild.
 //
 // [Client.Subscribe] follows one topic of the event log ("contexts/c1", or a
 // prefix "contexts/*") over /v1/ws. The [Subscription] reconnects by itself,
