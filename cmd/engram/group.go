@@ -65,7 +65,12 @@ func (g *commandGroup) usage(w io.Writer) {
 // newSubFlags is the flag set of one subcommand of group, with --server
 // and --token.
 func newSubFlags(group, sub, args, help string, stderr io.Writer) *streamFlags {
-	name := "engram " + group + " " + sub
+	return newCommandFlags("engram "+group+" "+sub, args, help, stderr)
+}
+
+// newCommandFlags is the flag set of the command name ("engram search"),
+// with --server and --token; args and help are its usage.
+func newCommandFlags(name, args, help string, stderr io.Writer) *streamFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f := &streamFlags{FlagSet: fs, name: name}

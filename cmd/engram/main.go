@@ -1,6 +1,6 @@
 // Command engram is the Engram CLI: the load generator (bench), tail,
-// health, stream, queue, lock, cron and, later, search/backup/restore/verify/
-// keygen.
+// health, stream, queue, lock, cron, search, reindex and, later,
+// backup/restore/verify/keygen.
 //
 // Each subcommand is one entry in the commands map below; it gets its own
 // arguments (after the subcommand name) and parses them with its own
@@ -29,13 +29,15 @@ type command struct {
 // commands maps a subcommand name to its implementation. Adding a
 // subcommand is one entry here.
 var commands = map[string]command{
-	"bench":  {summary: "measure write/read throughput and latency against the same-run machine ceilings", run: runBench},
-	"tail":   {summary: "print a topic's events as JSON lines, live, resuming after a dropped connection", run: runTail},
-	"health": {summary: "exit 0 when the server is ready (for container health checks)", run: runHealth},
-	"stream": {summary: "get, set, update, delete and list stream items (engram stream -h)", run: runStream},
-	"queue":  {summary: "publish, lease, ack and nack queue messages; stats, dead letters (engram queue -h)", run: runQueue},
-	"lock":   {summary: "acquire, renew, release, get and list locks (engram lock -h)", run: runLock},
-	"cron":   {summary: "create, get, delete and list cron jobs that publish on a queue (engram cron -h)", run: runCron},
+	"bench":   {summary: "measure write/read throughput and latency against the same-run machine ceilings", run: runBench},
+	"tail":    {summary: "print a topic's events as JSON lines, live, resuming after a dropped connection", run: runTail},
+	"health":  {summary: "exit 0 when the server is ready (for container health checks)", run: runHealth},
+	"stream":  {summary: "get, set, update, delete and list stream items (engram stream -h)", run: runStream},
+	"queue":   {summary: "publish, lease, ack and nack queue messages; stats, dead letters (engram queue -h)", run: runQueue},
+	"lock":    {summary: "acquire, renew, release, get and list locks (engram lock -h)", run: runLock},
+	"cron":    {summary: "create, get, delete and list cron jobs that publish on a queue (engram cron -h)", run: runCron},
+	"search":  {summary: "full-text search over work units and stream items (engram search -h)", run: runSearch},
+	"reindex": {summary: "rebuild the search index, through the server or offline (--data DIR), and follow it", run: runReindex},
 }
 
 // errUsage marks an error already explained to the user (bad flags, -h):
