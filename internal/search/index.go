@@ -74,6 +74,8 @@ type Index struct {
 	indexed atomic.Uint64 // the checkpoint: every event up to it is indexed
 	nextNeg int64         // owned by the indexer goroutine
 
+	progressAt time.Time // the indexer's last progress log of a rebuild
+
 	advMu sync.Mutex
 	adv   chan struct{} // closed when indexed advances, then replaced
 

@@ -20,6 +20,9 @@ const (
 	evItemDeleted = "stream.deleted"
 )
 
+// progressEvery is how often a rebuild logs its progress.
+const progressEvery = 5 * time.Second
+
 // maxBatchText ends an index transaction early once its documents hold this
 // much text, so that a run of large documents cannot grow one without bound.
 const maxBatchText = 64 << 20
@@ -184,8 +187,10 @@ func (x *Index) step() (int, error) {
 	n := int(last - cp)
 	x.m.batch.Observe(float64(n))
 	x.m.delay.Observe(time.Since(firstTime).Seconds())
-	if st := x.status.Load(); st.Rebuilding && st.Phase == "log" && last%200000 < uint64(n) {
-		x.log.Info("search: rebuilding", "indexed_seq", last, "head_seq", head)
+	if st := x.status.Load(); st.Rebuilding && time.Since(x.progressAt) > progressEvery {
+		x.progressAt = time.Now()
+		x.log.Info("search: rebuilding: replaying the log", "indexed_seq", last, "head_seq", head,
+			"percent", fmt.Sprintf("%.1f", 100*float64(last)/float64(max(head, 1))))
 	}
 	return n, nil
 }

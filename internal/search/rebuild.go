@@ -93,7 +93,7 @@ func (x *Index) scan(snap *pebble.Snapshot, oldest uint64) error {
 		st := *x.status.Load()
 		st.Scanned = scanned
 		x.status.Store(&st)
-		if time.Since(last) > 5*time.Second {
+		if time.Since(last) > progressEvery {
 			last = time.Now()
 			x.log.Info("search: rebuilding: scanning state", "records", scanned)
 		}
