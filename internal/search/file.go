@@ -35,6 +35,9 @@ type files struct {
 	path string
 	w    *sql.DB
 	r    *sql.DB
+	// The queries, prepared on r (database/sql prepares each once per
+	// connection and keeps it).
+	qRel, qRec, qCnt *sql.Stmt
 }
 
 // state is what meta says.
@@ -97,6 +100,15 @@ func openFiles(path string, readers int) (*files, state, error) {
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
 	f.r = r
+	for _, p := range []struct {
+		s   **sql.Stmt
+		sql string
+	}{{&f.qRel, sqlRelevance}, {&f.qRec, sqlRecent}, {&f.qCnt, sqlCount}} {
+		if *p.s, err = r.Prepare(p.sql); err != nil {
+			f.close()
+			return nil, st, fmt.Errorf("search: prepare queries: %w", err)
+		}
+	}
 	return f, st, nil
 }
 
@@ -139,6 +151,11 @@ func (f *files) readState() (state, error) {
 
 func (f *files) close() error {
 	var errs []error
+	for _, s := range []*sql.Stmt{f.qRel, f.qRec, f.qCnt} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
 	if f.r != nil {
 		errs = append(errs, f.r.Close())
 	}

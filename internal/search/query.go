@@ -253,17 +253,23 @@ func (x *Index) Search(ctx context.Context, q Query) (*Result, error) {
 	// answer (the reader's snapshot may hold more).
 	res := &Result{Hits: []Hit{}, IndexedSeq: x.indexed.Load()}
 	match := q.match()
-	query := sqlRelevance
+	// Prepared once per connection (database/sql keeps them); a transaction
+	// only when a total is asked for, so that hits and total see the same
+	// index.
+	rel, rec, cnt := x.f.qRel, x.f.qRec, x.f.qCnt
+	if q.Count {
+		tx, err := x.f.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+		if err != nil {
+			return nil, x.queryErr(q.Q, err)
+		}
+		defer tx.Rollback()
+		rel, rec, cnt = tx.StmtContext(ctx, rel), tx.StmtContext(ctx, rec), tx.StmtContext(ctx, cnt)
+	}
+	stmt := rel
 	if q.Sort == SortRecent {
-		query = sqlRecent
+		stmt = rec
 	}
-	// One read transaction, so that hits and total see the same index.
-	tx, err := x.f.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return nil, x.queryErr(q.Q, err)
-	}
-	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, query, match, q.Limit, q.Offset)
+	rows, err := stmt.QueryContext(ctx, match, q.Limit, q.Offset)
 	if err != nil {
 		return nil, x.queryErr(q.Q, err)
 	}
@@ -289,7 +295,7 @@ func (x *Index) Search(ctx context.Context, q Query) (*Result, error) {
 	}
 	if q.Count {
 		var n int64
-		if err := tx.QueryRowContext(ctx, sqlCount, match).Scan(&n); err != nil {
+		if err := cnt.QueryRowContext(ctx, match).Scan(&n); err != nil {
 			return nil, x.queryErr(q.Q, err)
 		}
 		res.Total = &n
