@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -35,9 +36,29 @@ type files struct {
 	path string
 	w    *sql.DB
 	r    *sql.DB
-	// The queries, prepared on r (database/sql prepares each once per
-	// connection and keeps it).
+	// The queries, prepared on r at the first query (database/sql then
+	// prepares each once per connection and keeps it). Not at open: that
+	// would open a read connection, and its memory, in a server nobody
+	// searches.
+	prepOnce         sync.Once
+	prepErr          error
 	qRel, qRec, qCnt *sql.Stmt
+}
+
+// queries returns the prepared queries, preparing them on first use.
+func (f *files) queries() (rel, rec, cnt *sql.Stmt, err error) {
+	f.prepOnce.Do(func() {
+		for _, p := range []struct {
+			s   **sql.Stmt
+			sql string
+		}{{&f.qRel, sqlRelevance}, {&f.qRec, sqlRecent}, {&f.qCnt, sqlCount}} {
+			if *p.s, f.prepErr = f.r.Prepare(p.sql); f.prepErr != nil {
+				f.prepErr = fmt.Errorf("search: prepare queries: %w", f.prepErr)
+				return
+			}
+		}
+	})
+	return f.qRel, f.qRec, f.qCnt, f.prepErr
 }
 
 // state is what meta says.
@@ -100,15 +121,6 @@ func openFiles(path string, readers int) (*files, state, error) {
 	r.SetMaxOpenConns(readers)
 	r.SetMaxIdleConns(readers)
 	f.r = r
-	for _, p := range []struct {
-		s   **sql.Stmt
-		sql string
-	}{{&f.qRel, sqlRelevance}, {&f.qRec, sqlRecent}, {&f.qCnt, sqlCount}} {
-		if *p.s, err = r.Prepare(p.sql); err != nil {
-			f.close()
-			return nil, st, fmt.Errorf("search: prepare queries: %w", err)
-		}
-	}
 	return f, st, nil
 }
 

@@ -256,7 +256,10 @@ func (x *Index) Search(ctx context.Context, q Query) (*Result, error) {
 	// Prepared once per connection (database/sql keeps them); a transaction
 	// only when a total is asked for, so that hits and total see the same
 	// index.
-	rel, rec, cnt := x.f.qRel, x.f.qRec, x.f.qCnt
+	rel, rec, cnt, err := x.f.queries()
+	if err != nil {
+		return nil, x.queryErr(q.Q, err)
+	}
 	if q.Count {
 		tx, err := x.f.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 		if err != nil {
