@@ -392,6 +392,28 @@ func (x *Index) decodeItem(seq uint64, rec *storage.Record) (change, error) {
 
 // apply writes changes and the new checkpoint in one transaction.
 func (x *Index) apply(changes []change, checkpoint uint64) error {
+	return x.write(map[string]int64{"checkpoint": int64(checkpoint)}, func(w *writer) error {
+		for i := range changes {
+			c := &changes[i]
+			var err error
+			switch {
+			case c.skip, c.unit && !c.ok:
+			case c.unit:
+				err = w.putDoc(&c.d)
+			default:
+				err = w.putItem(c.key, c.d, c.ok)
+			}
+			if err != nil {
+				return fmt.Errorf("search: index seq %d: %w", c.seq, err)
+			}
+		}
+		return nil
+	})
+}
+
+// write runs fn (nil: nothing) and sets meta in one transaction of the
+// index's writer.
+func (x *Index) write(meta map[string]int64, fn func(w *writer) error) error {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	tx, err := x.f.w.Begin()
@@ -399,26 +421,20 @@ func (x *Index) apply(changes []change, checkpoint uint64) error {
 		return err
 	}
 	defer tx.Rollback()
-	w, err := prepareWriter(tx)
-	if err != nil {
-		return err
-	}
-	defer w.close()
-	for i := range changes {
-		c := &changes[i]
-		switch {
-		case c.skip, c.unit && !c.ok:
-		case c.unit:
-			err = w.putDoc(&c.d)
-		default:
-			err = w.putItem(c.key, c.d, c.ok)
-		}
+	if fn != nil {
+		w, err := prepareWriter(tx)
 		if err != nil {
-			return fmt.Errorf("search: index seq %d: %w", c.seq, err)
+			return err
+		}
+		defer w.close()
+		if err := fn(w); err != nil {
+			return err
 		}
 	}
-	if _, err := tx.Exec(`UPDATE meta SET v = ? WHERE k = 'checkpoint'`, int64(checkpoint)); err != nil {
-		return err
+	for k, v := range meta {
+		if _, err := tx.Exec(`UPDATE meta SET v = ? WHERE k = ?`, v, k); err != nil {
+			return err
+		}
 	}
 	return tx.Commit()
 }

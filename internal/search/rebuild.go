@@ -1,7 +1,6 @@
 package search
 
 import (
-	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -84,7 +83,7 @@ func (x *Index) replaceFile(corrupt bool) error {
 // gets a negative rowid (older than any seq) until the replay meets a later
 // change of it.
 func (x *Index) scan(snap *pebble.Snapshot, oldest uint64) error {
-	if err := x.setMeta(map[string]int64{"building": 1}); err != nil {
+	if err := x.write(map[string]int64{"building": 1}, nil); err != nil {
 		return err
 	}
 	var scanned int64
@@ -190,54 +189,19 @@ func (x *Index) scanPrefix(snap *pebble.Snapshot, prefix []byte, fn func(k, v []
 // writeDocs writes docs (stream items among them are also mapped in the
 // items table) and meta in one transaction.
 func (x *Index) writeDocs(docs []doc, meta map[string]int64) error {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	tx, err := x.f.w.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	w, err := prepareWriter(tx)
-	if err != nil {
-		return err
-	}
-	defer w.close()
-	for i := range docs {
-		d := &docs[i]
-		if d.kind == KindItem {
-			err = w.putItem(itemKey(d.stream, d.group, d.id), *d, true)
-		} else {
-			err = w.putDoc(d)
+	return x.write(meta, func(w *writer) error {
+		for i := range docs {
+			d := &docs[i]
+			var err error
+			if d.kind == KindItem {
+				err = w.putItem(itemKey(d.stream, d.group, d.id), *d, true)
+			} else {
+				err = w.putDoc(d)
+			}
+			if err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return err
-		}
-	}
-	if err := execMeta(tx, meta); err != nil {
-		return err
-	}
-	return tx.Commit()
-}
-
-func (x *Index) setMeta(meta map[string]int64) error {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	tx, err := x.f.w.Begin()
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if err := execMeta(tx, meta); err != nil {
-		return err
-	}
-	return tx.Commit()
-}
-
-func execMeta(tx *sql.Tx, meta map[string]int64) error {
-	for k, v := range meta {
-		if _, err := tx.Exec(`UPDATE meta SET v = ? WHERE k = ?`, v, k); err != nil {
-			return err
-		}
-	}
-	return nil
+		return nil
+	})
 }
