@@ -48,6 +48,8 @@ type Config struct {
 	// Search serves /v1/search and /v1/admin/reindex. Nil means those
 	// routes answer 404.
 	Search *search.Index
+	// Backup serves GET /v1/admin/backup. Nil means that route answers 404.
+	Backup BackupSource
 	// ConnClosing reports whether the server already closed the connection a
 	// request came on (shutdown closes idle keep-alive connections, and one
 	// may hold a request read just before). Such a request is refused
@@ -56,6 +58,9 @@ type Config struct {
 	// ReadTimeout, WriteTimeout and IdleTimeout bound a connection's phases.
 	// Zero means 30 s, 30 s and 120 s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// LimitHit counts a request refused by a limit (one of Limits). Nil
+	// means limit hits are not counted.
+	LimitHit func(limit string)
 }
 
 type handlers struct {
@@ -88,13 +93,14 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 		IdleTimeout:           cfg.IdleTimeout,
 		DisableStartupMessage: true,
 		UnescapePath:          true,
-		ErrorHandler:          errorHandler(log),
+		ErrorHandler:          errorHandler(log, cfg.LimitHit),
 		// The request line and headers must fit in this buffer: fasthttp's
 		// 4 KiB default is too small for a search q of 2048 bytes of
 		// non-ASCII text (6 KiB percent-encoded). A longer head is 431.
 		ReadBufferSize: 16 << 10,
 	})
 	h := &handlers{eng: eng, cfg: cfg, log: log}
+	app.Use(requestLog(log))
 	app.Use(recoverer(log))
 	if cfg.ConnClosing != nil {
 		app.Use(func(c *fiber.Ctx) error {
@@ -156,6 +162,9 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 		v1.Get("/search", h.search)
 		v1.Post("/admin/reindex", h.reindex)
 		v1.Get("/admin/reindex", h.reindexStatus)
+	}
+	if cfg.Backup != nil {
+		v1.Get("/admin/backup", h.backup)
 	}
 	v1.Get("/queues", h.listQueues)
 	v1.Get("/queues/:topic", h.queueStats)

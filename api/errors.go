@@ -9,6 +9,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"engram/internal/engine"
+	"engram/internal/jsonx"
 	"engram/internal/notifier"
 	"engram/internal/search"
 	"engram/internal/wal"
@@ -124,12 +125,28 @@ func classify(err error) (int, string, string, map[string]any) {
 	return fiber.StatusInternalServerError, "internal", "internal error", nil
 }
 
-// errorHandler is Fiber's ErrorHandler: every non-2xx answer goes through it.
-func errorHandler(log *slog.Logger) fiber.ErrorHandler {
+// errorHandler is Fiber's ErrorHandler: every non-2xx answer goes through it,
+// also those fasthttp makes before any route runs (408, 413, 431), which get
+// their request id here. limitHit (nil: not counted) counts the answers that
+// a limit caused.
+func errorHandler(log *slog.Logger, limitHit func(limit string)) fiber.ErrorHandler {
 	return func(c *fiber.Ctx, err error) error {
 		status, code, msg, details := classify(err)
+		id := RequestID(c)
 		if status >= 500 {
-			log.Error("request failed", "method", c.Method(), "path", c.Path(), "status", status, "err", err)
+			log.Error("request failed", "method", c.Method(), "path", c.Path(), "status", status, "err", err, "request_id", id)
+		}
+		if limitHit != nil {
+			switch {
+			case status == fiber.StatusRequestEntityTooLarge:
+				limitHit(LimitBodyTooLarge)
+			case status == fiber.StatusRequestHeaderFieldsTooLarge:
+				limitHit(LimitHeaderTooLarge)
+			case status == fiber.StatusBadRequest && jsonx.CheckDepth(c.Body(), jsonx.MaxDepth) != nil:
+				// Checked here, on the 400 path only: whichever decoder
+				// refused the body, it nests deeper than the limit.
+				limitHit(LimitJSONTooDeep)
+			}
 		}
 		if details == nil {
 			details = map[string]any{}

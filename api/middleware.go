@@ -18,7 +18,8 @@ func recoverer(log *slog.Logger) fiber.Handler {
 	return func(c *fiber.Ctx) (err error) {
 		defer func() {
 			if p := recover(); p != nil {
-				log.Error("handler panicked", "method", c.Method(), "path", c.Path(), "panic", p, "stack", string(debug.Stack()))
+				log.Error("handler panicked", "method", c.Method(), "path", c.Path(), "panic", p, "stack", string(debug.Stack()),
+					"request_id", RequestID(c))
 				err = fmt.Errorf("panic: %v", p)
 			}
 		}()

@@ -72,7 +72,9 @@ func (h *handlers) reindex(c *fiber.Ctx) error {
 			return err
 		}
 	}
-	return sendValue(c, fiber.StatusAccepted, wireStatus(h.cfg.Search.Reindex(reindexReason)))
+	st := h.cfg.Search.Reindex(reindexReason)
+	h.audit(c, "reindex", "head_seq", st.HeadSeq)
+	return sendValue(c, fiber.StatusAccepted, wireStatus(st))
 }
 
 func (h *handlers) reindexStatus(c *fiber.Ctx) error {

@@ -1,6 +1,6 @@
 // Command engram is the Engram CLI: the load generator (bench), tail,
-// health, stream, queue, lock, cron, search, reindex and, later,
-// backup/restore/verify/keygen.
+// health, stream, queue, lock, cron, search, reindex, backup, restore,
+// verify and, later, keygen.
 //
 // Each subcommand is one entry in the commands map below; it gets its own
 // arguments (after the subcommand name) and parses them with its own
@@ -38,6 +38,9 @@ var commands = map[string]command{
 	"cron":    {summary: "create, get, delete and list cron jobs that publish on a queue (engram cron -h)", run: runCron},
 	"search":  {summary: "full-text search over work units and stream items (engram search -h)", run: runSearch},
 	"reindex": {summary: "rebuild the search index, through the server or offline (--data DIR), and follow it", run: runReindex},
+	"backup":  {summary: "download a consistent backup of a running server's store (-o FILE)", run: runBackup},
+	"restore": {summary: "restore a backup into a new data directory (--data DIR FILE)", run: runRestore},
+	"verify":  {summary: "check a stopped store's layout and log offline (--data DIR)", run: runVerify},
 }
 
 // errUsage marks an error already explained to the user (bad flags, -h):

@@ -35,6 +35,10 @@ type config struct {
 	StreamMaxItems  int
 	StreamSyncMax   int
 	QueueTopics     int
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	IdleTimeout     time.Duration
+	PprofAddr       string
 	ConfigFile      string
 }
 
@@ -60,6 +64,10 @@ var options = []option{
 	{"stream-max-items", "ENGRAM_STREAM_MAX_ITEMS", "stream_max_items", "1000000", "most items in one stream group"},
 	{"stream-sync-max", "ENGRAM_STREAM_SYNC_MAX", "stream_sync_max", "10000", "most items a /stream join's sync holds; larger groups answer sync_too_large"},
 	{"queue-metrics-topics", "ENGRAM_QUEUE_METRICS_TOPICS", "queue_metrics_topics", "100", "most queue topics engram_queue_depth names; the rest are summed as topic=\"other\""},
+	{"read-timeout", "ENGRAM_READ_TIMEOUT", "read_timeout", "30s", "longest time to read a request's head and body (and a new connection's first request); slower clients are cut off"},
+	{"write-timeout", "ENGRAM_WRITE_TIMEOUT", "write_timeout", "30s", "longest time to write a response; a client that stops reading is cut off (WebSocket and SSE streams have their own deadlines)"},
+	{"idle-timeout", "ENGRAM_IDLE_TIMEOUT", "idle_timeout", "120s", "how long a keep-alive connection may wait for its next request"},
+	{"pprof-addr", "ENGRAM_PPROF_ADDR", "pprof_addr", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060); empty: off"},
 }
 
 // loadConfig merges args, the environment (getenv) and the YAML file named
@@ -199,6 +207,29 @@ func (c *config) set(name, v string) error {
 		} else {
 			c.StreamSyncMax = n
 		}
+	case "read-timeout", "write-timeout", "idle-timeout":
+		d, perr := time.ParseDuration(v)
+		if perr != nil || d <= 0 {
+			return fmt.Errorf("%q is not a positive duration (e.g. 30s)", v)
+		}
+		switch name {
+		case "read-timeout":
+			c.ReadTimeout = d
+		case "write-timeout":
+			c.WriteTimeout = d
+		default:
+			c.IdleTimeout = d
+		}
+	case "pprof-addr":
+		if v != "" {
+			if _, _, err = net.SplitHostPort(v); err != nil {
+				return fmt.Errorf("%q is not host:port", v)
+			}
+			if !isLoopback(v) {
+				return fmt.Errorf("%q is not a loopback address: the profiler listens on loopback only (e.g. 127.0.0.1:6060)", v)
+			}
+		}
+		c.PprofAddr = v
 	case "shutdown-timeout":
 		if c.ShutdownTimeout, err = time.ParseDuration(v); err != nil || c.ShutdownTimeout <= 0 {
 			return fmt.Errorf("%q is not a positive duration", v)

@@ -17,6 +17,10 @@ func TestConfigPrecedence(t *testing.T) {
 	if err := os.WriteFile(file, []byte("addr: 127.0.0.1:7000\ndata: /from-file\nmax_body: 2MiB\nsync: none\nlog_format: json\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	limits := filepath.Join(dir, "limits.yaml")
+	if err := os.WriteFile(limits, []byte("read_timeout: 7s\nwrite_timeout: 1s\nidle_timeout: 8s\npprof_addr: \"[::1]:6060\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -42,6 +46,21 @@ func TestConfigPrecedence(t *testing.T) {
 		{"--insecure=false", []string{"--insecure=false"}, nil, func(c *config) bool { return !c.Insecure }},
 		{"localhost is loopback", []string{"--addr", "localhost:1"}, nil, func(c *config) bool { return c.Addr == "localhost:1" }},
 		{"ipv6 loopback", []string{"--addr", "[::1]:1"}, nil, func(c *config) bool { return c.Addr == "[::1]:1" }},
+		{"timeout defaults, pprof off", nil, nil, func(c *config) bool {
+			return c.ReadTimeout == 30*time.Second && c.WriteTimeout == 30*time.Second && c.IdleTimeout == 120*time.Second && c.PprofAddr == ""
+		}},
+		{"timeouts and pprof from flags", []string{"--read-timeout", "2s", "--write-timeout", "3s", "--idle-timeout", "4s", "--pprof-addr", "127.0.0.1:6060"}, nil,
+			func(c *config) bool {
+				return c.ReadTimeout == 2*time.Second && c.WriteTimeout == 3*time.Second && c.IdleTimeout == 4*time.Second && c.PprofAddr == "127.0.0.1:6060"
+			}},
+		{"timeouts and pprof from env", nil, map[string]string{"ENGRAM_READ_TIMEOUT": "5s", "ENGRAM_WRITE_TIMEOUT": "6s", "ENGRAM_IDLE_TIMEOUT": "1m", "ENGRAM_PPROF_ADDR": "localhost:0"},
+			func(c *config) bool {
+				return c.ReadTimeout == 5*time.Second && c.WriteTimeout == 6*time.Second && c.IdleTimeout == time.Minute && c.PprofAddr == "localhost:0"
+			}},
+		{"timeouts and pprof from file", []string{"--config", limits}, map[string]string{"ENGRAM_WRITE_TIMEOUT": "9s"},
+			func(c *config) bool {
+				return c.ReadTimeout == 7*time.Second && c.WriteTimeout == 9*time.Second && c.IdleTimeout == 8*time.Second && c.PprofAddr == "[::1]:6060"
+			}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,6 +101,13 @@ func TestConfigErrorsNameTheSource(t *testing.T) {
 		{"nested file value", []string{"--config", nested}, nil, "single value"},
 		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, nil, "config file"},
 		{"bad timeout", []string{"--shutdown-timeout", "-1s"}, nil, "--shutdown-timeout"},
+		{"bad read timeout", []string{"--read-timeout", "soon"}, nil, "--read-timeout"},
+		{"zero write timeout", []string{"--write-timeout", "0"}, nil, "--write-timeout"},
+		{"negative idle timeout env", nil, map[string]string{"ENGRAM_IDLE_TIMEOUT": "-1s"}, "ENGRAM_IDLE_TIMEOUT"},
+		{"pprof not loopback", []string{"--pprof-addr", "0.0.0.0:6060"}, nil, "loopback"},
+		{"pprof not loopback, named", []string{"--pprof-addr", "0.0.0.0:6060", "--insecure"}, nil, "--pprof-addr"},
+		{"pprof hostname env", nil, map[string]string{"ENGRAM_PPROF_ADDR": "example.com:6060"}, "ENGRAM_PPROF_ADDR"},
+		{"pprof not host:port", []string{"--pprof-addr", "6060"}, nil, "host:port"},
 		{"stray argument", []string{"serve"}, nil, "unexpected argument"},
 	}
 	for _, tc := range cases {

@@ -36,11 +36,22 @@ func run(args []string) int {
 	// "listening" line, which Start logs.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// The profiler first: it is up when the "listening" line is logged, and
+	// closed last.
+	if cfg.PprofAddr != "" {
+		prof, err := startProfiler(cfg.PprofAddr, log)
+		if err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
+		defer prof.Close()
+	}
 	srv, err := server.New(server.Config{
 		Addr: cfg.Addr, DataDir: cfg.Data, Sync: cfg.Sync, MaxBody: cfg.MaxBody, Logger: log,
 		RetentionAge: cfg.RetentionAge, RetentionEvents: cfg.RetentionEvents,
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubs,
 		StreamMaxItems: cfg.StreamMaxItems, StreamSyncMax: cfg.StreamSyncMax,
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
 		QueueMetricsTopics: cfg.QueueTopics,
 	})
 	if err != nil {

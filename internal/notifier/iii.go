@@ -393,6 +393,7 @@ func (s *iiiSession) join(d iiiJoinData) {
 		fail("conflict", fmt.Sprintf("subscriptionId: %q is joined on this connection; leave it first", engine.Truncate(d.SubscriptionID)))
 		return
 	case full:
+		s.n.m.refused.WithLabelValues("max_subscriptions").Inc()
 		fail("invalid_argument", fmt.Sprintf("at most %d joins per connection", s.n.cfg.MaxSubscriptions))
 		return
 	}

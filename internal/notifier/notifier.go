@@ -124,7 +124,7 @@ func New(r *router.Router, cfg Config, log *slog.Logger) (*Notifier, error) {
 			Name: "engram_delivery_latency_seconds", Help: "From an event's commit to its write on the connection.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 		}, []string{"transport"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "engram_connections_refused_total", Help: "Connections refused by a limit."}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "engram_connections_refused_total", Help: "Connections and subscriptions refused by a limit (reason max_connections or max_subscriptions)."}, []string{"reason"}),
 	}
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(n.m.subs, n.m.conns, n.m.delivered, n.m.lagged, n.m.latency, n.m.refused)

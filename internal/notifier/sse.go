@@ -38,6 +38,7 @@ func (n *Notifier) SSE(c *fiber.Ctx) error {
 		return &BadRequest{"topic: at least one topic parameter is required"}
 	}
 	if len(topics) > n.cfg.MaxSubscriptions {
+		n.m.refused.WithLabelValues("max_subscriptions").Inc()
 		return &BadRequest{fmt.Sprintf("topic: at most %d topics per stream", n.cfg.MaxSubscriptions)}
 	}
 	for _, t := range topics {

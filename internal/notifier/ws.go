@@ -170,6 +170,7 @@ func (s *wsSession) subscribe(f clientFrame) {
 		fail("conflict", fmt.Sprintf("id: subscription %q exists on this connection", f.ID))
 		return
 	case full:
+		s.n.m.refused.WithLabelValues("max_subscriptions").Inc()
 		fail("invalid_argument", fmt.Sprintf("at most %d subscriptions per connection", s.n.cfg.MaxSubscriptions))
 		return
 	}

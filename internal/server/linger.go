@@ -19,12 +19,15 @@ const (
 	lingerBytes = 16 << 20
 )
 
-type lingerListener struct{ net.Listener }
+type lingerListener struct {
+	net.Listener
+	hits *limitHits // nil: timeouts are not counted
+}
 
 func (l lingerListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if tc, ok := c.(*net.TCPConn); ok && err == nil {
-		return &lingerConn{TCPConn: tc}, nil
+		return &lingerConn{TCPConn: tc, hits: l.hits}, nil
 	}
 	return c, err
 }
@@ -34,6 +37,10 @@ type lingerConn struct {
 	once   sync.Once
 	rmu    sync.Mutex // held by a server Read; the drain waits for it
 	closed atomic.Bool
+
+	hits    *limitHits
+	state   atomic.Int32 // a fasthttp.ConnState, from the server's ConnState hook
+	counted atomic.Bool  // a timeout of this connection was counted
 }
 
 // Read fails once the connection is closed: only the drain reads on, so a
@@ -45,7 +52,21 @@ func (c *lingerConn) Read(b []byte) (int, error) {
 	if c.closed.Load() {
 		return 0, net.ErrClosed
 	}
-	return c.TCPConn.Read(b)
+	n, err := c.TCPConn.Read(b)
+	if err != nil {
+		c.countTimeout(err, false)
+	}
+	return n, err
+}
+
+// Write counts a write that failed at its deadline (a client that stopped
+// reading).
+func (c *lingerConn) Write(b []byte) (int, error) {
+	n, err := c.TCPConn.Write(b)
+	if err != nil {
+		c.countTimeout(err, true)
+	}
+	return n, err
 }
 
 // Close sends what is written and a FIN, then drains the client's data

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"engram/api"
+	"engram/internal/backup"
 	"engram/internal/cron"
 	"engram/internal/engine"
 	"engram/internal/lockmgr"
@@ -67,6 +68,11 @@ type Config struct {
 	// QueueMetricsTopics caps the topics engram_queue_depth names; the rest
 	// are summed as "other". Zero means 100.
 	QueueMetricsTopics int
+	// ReadTimeout bounds the reading of a request (and a new connection's
+	// wait for its first); WriteTimeout the writing of a response;
+	// IdleTimeout a keep-alive connection's wait for its next request.
+	// Zero means 30 s, 30 s and 120 s.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -87,6 +93,7 @@ type Server struct {
 	reg  *prometheus.Registry
 	ln   net.Listener
 	serr chan error
+	hits *limitHits
 
 	closeOnce sync.Once
 	closeErr  error
@@ -116,9 +123,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: max body: %d bytes is outside 1 B..1 GiB", cfg.MaxBody)
 	case cfg.RetentionAge < 0:
 		return nil, fmt.Errorf("server: retention age: %v < 0", cfg.RetentionAge)
+	case cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0:
+		return nil, fmt.Errorf("server: negative timeout: read %v, write %v, idle %v", cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(), serr: make(chan error, 1)}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.hits = newLimitHits(s.reg)
 
 	db, err := storage.Open(storage.Config{Dir: cfg.DataDir}, s.log)
 	if err != nil {
@@ -228,11 +238,15 @@ func New(cfg Config) (*Server, error) {
 		Locks:      s.lck,
 		Cron:       s.crn,
 		Search:     s.idx,
+		Backup:     backup.New(db, backup.Config{Version: Version}, s.log),
 		ConnClosing: func(c net.Conn) bool {
 			lc, ok := c.(*lingerConn)
 			return ok && lc.closed.Load()
 		},
+		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+		LimitHit: s.hits.hit,
 	}, s.log)
+	s.app.Server().ConnState = connState // the timeouts' counts (limits.go)
 	return s, nil
 }
 
@@ -257,7 +271,7 @@ func (s *Server) Start() error {
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err)
 	}
-	s.ln = lingerListener{ln}
+	s.ln = lingerListener{Listener: ln, hits: s.hits}
 	go func() { s.serr <- s.app.Listener(s.ln) }()
 	s.log.Info("engram listening",
 		"version", Version, "addr", ln.Addr().String(), "data", s.db.Dir(),
