@@ -1,6 +1,6 @@
 // Command engram is the Engram CLI: the load generator (bench), tail,
 // health, stream, queue, lock, cron, search, reindex, backup, restore,
-// verify and, later, keygen.
+// verify and keygen.
 //
 // Each subcommand is one entry in the commands map below; it gets its own
 // arguments (after the subcommand name) and parses them with its own
@@ -41,6 +41,7 @@ var commands = map[string]command{
 	"backup":  {summary: "download a consistent backup of a running server's store (-o FILE)", run: runBackup},
 	"restore": {summary: "restore a backup into a new data directory (--data DIR FILE)", run: runRestore},
 	"verify":  {summary: "check a stopped store's layout and log offline (--data DIR)", run: runVerify},
+	"keygen":  {summary: "print a new API key, its SHA-256 and the config snippet that admits it", run: runKeygen},
 }
 
 // errUsage marks an error already explained to the user (bad flags, -h):
