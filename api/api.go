@@ -61,6 +61,19 @@ type Config struct {
 	// LimitHit counts a request refused by a limit (one of Limits). Nil
 	// means limit hits are not counted.
 	LimitHit func(limit string)
+	// RateLimit is the requests a second each client may make (a token
+	// bucket per RateKey; see ratelimit.go). Zero means no rate limit.
+	RateLimit float64
+	// RateBurst is the bucket's size: the requests a client may make at once
+	// after being idle. Zero means max(1, 2 × RateLimit).
+	RateBurst int
+	// RateKey names the client a request counts against. It is the hook
+	// for auth, which is to set it to the authenticated principal (the
+	// key's name or the JWT subject); the IP key is binary, so a printable
+	// name cannot collide with it. Nil, or an empty result, means the
+	// remote IP address of the connection (no forwarding header is
+	// trusted).
+	RateKey func(c *fiber.Ctx) string
 }
 
 type handlers struct {
@@ -111,6 +124,12 @@ func New(eng *engine.Engine, cfg Config, log *slog.Logger) *fiber.App {
 		})
 	}
 	app.Use(httpMetrics(cfg.Registerer))
+	if cfg.RateLimit > 0 {
+		if cfg.RateBurst == 0 {
+			cfg.RateBurst = defaultRateBurst(cfg.RateLimit)
+		}
+		app.Use(rateLimit(newRateLimiter(cfg.RateLimit, cfg.RateBurst, rateMaxKeys, nil), cfg.RateKey))
+	}
 
 	app.Get("/healthz", func(c *fiber.Ctx) error { return sendJSON(c, 200, []byte(`{"status":"ok"}`)) })
 	app.Get("/readyz", h.readyz)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"syscall"
 	"time"
@@ -21,7 +22,7 @@ const peerPoll = 100 * time.Millisecond
 // returned stop must be called when the handler is done.
 func waitContext(c *fiber.Ctx) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(c.UserContext())
-	raw := rawConn(c)
+	raw, overTLS := rawConn(c)
 	if raw == nil {
 		return ctx, cancel
 	}
@@ -34,7 +35,7 @@ func waitContext(c *fiber.Ctx) (context.Context, func()) {
 			case <-done:
 				return
 			case <-t.C:
-				if peerGone(raw) {
+				if peerGone(raw, overTLS) {
 					cancel()
 					return
 				}
@@ -49,26 +50,34 @@ func waitContext(c *fiber.Ctx) (context.Context, func()) {
 
 // clientGone reports whether the client of c has closed its connection.
 func clientGone(c *fiber.Ctx) bool {
-	raw := rawConn(c)
-	return raw != nil && peerGone(raw)
+	raw, overTLS := rawConn(c)
+	return raw != nil && peerGone(raw, overTLS)
 }
 
-func rawConn(c *fiber.Ctx) syscall.RawConn {
-	sc, ok := c.Context().Conn().(syscall.Conn)
+// rawConn is the socket of c's connection (nil if it has none), and whether
+// TLS runs over it.
+func rawConn(c *fiber.Ctx) (raw syscall.RawConn, overTLS bool) {
+	conn := c.Context().Conn()
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn, overTLS = tc.NetConn(), true
+	}
+	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return nil
+		return nil, false
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
-		return nil
+		return nil, false
 	}
-	return raw
+	return raw, overTLS
 }
 
 // peerGone peeks at the socket without consuming anything: end of stream
 // (the client's FIN) or a reset means the client is gone; pending bytes (a
-// pipelined request) or nothing to read mean it is still there.
-func peerGone(raw syscall.RawConn) bool {
+// pipelined request) or nothing to read mean it is still there. Over TLS a
+// client that leaves sends close_notify before its FIN, so pending bytes
+// prove nothing: there the socket's TCP state tells (peerShutdown).
+func peerGone(raw syscall.RawConn, overTLS bool) bool {
 	gone := false
 	var buf [1]byte
 	err := raw.Read(func(fd uintptr) bool {
@@ -79,6 +88,9 @@ func peerGone(raw syscall.RawConn) bool {
 		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
 		default:
 			gone = true
+		}
+		if !gone && overTLS {
+			gone = peerShutdown(int(fd))
 		}
 		return true // never wait for readiness
 	})

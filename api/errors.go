@@ -76,6 +76,11 @@ func classify(err error) (int, string, string, map[string]any) {
 	if errors.As(err, &ae) {
 		return ae.status, ae.code, ae.msg, nil
 	}
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		return fiber.StatusTooManyRequests, "rate_limited", err.Error(),
+			map[string]any{"retry_after_ms": rl.wait.Milliseconds(), "limit_per_s": rl.perSecond, "burst": rl.burst}
+	}
 	var ht *notifier.HistoryTruncated
 	if errors.As(err, &ht) {
 		return fiber.StatusGone, "history_truncated", err.Error(), map[string]any{"oldest_seq": ht.OldestSeq}
@@ -142,6 +147,8 @@ func errorHandler(log *slog.Logger, limitHit func(limit string)) fiber.ErrorHand
 				limitHit(LimitBodyTooLarge)
 			case status == fiber.StatusRequestHeaderFieldsTooLarge:
 				limitHit(LimitHeaderTooLarge)
+			case status == fiber.StatusTooManyRequests:
+				limitHit(LimitRateLimited)
 			case status == fiber.StatusBadRequest && jsonx.CheckDepth(c.Body(), jsonx.MaxDepth) != nil:
 				// Checked here, on the 400 path only: whichever decoder
 				// refused the body, it nests deeper than the limit.

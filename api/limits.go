@@ -10,8 +10,9 @@ const (
 	LimitReadTimeout    = "read_timeout"     // a request (or a new connection's first) not read within --read-timeout
 	LimitWriteTimeout   = "write_timeout"    // a response not written within its deadline
 	LimitIdleTimeout    = "idle_timeout"     // a keep-alive connection idle for --idle-timeout
+	LimitRateLimited    = "rate_limited"     // 429: a client over --rate-limit
 )
 
 // Limits lists every limit label value, so that their series exist (at 0)
 // before the first hit.
-var Limits = []string{LimitBodyTooLarge, LimitHeaderTooLarge, LimitJSONTooDeep, LimitReadTimeout, LimitWriteTimeout, LimitIdleTimeout}
+var Limits = []string{LimitBodyTooLarge, LimitHeaderTooLarge, LimitJSONTooDeep, LimitReadTimeout, LimitWriteTimeout, LimitIdleTimeout, LimitRateLimited}

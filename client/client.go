@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ type Client struct {
 	hc    *http.Client
 	token string
 	ua    string
+	tls   *tls.Config // WithTLSConfig; applied to hc's transport in New
 }
 
 // An Option configures a Client.
@@ -40,6 +42,16 @@ func WithHTTPClient(hc *http.Client) Option {
 			c.hc = hc
 		}
 	}
+}
+
+// WithTLSConfig makes the client's requests and WebSocket handshakes to an
+// https server use cfg: RootCAs to trust a private CA or a self-signed
+// server, Certificates for a client certificate. The client then has its
+// own transport, a clone of http.DefaultTransport (or of the *http.Transport
+// of WithHTTPClient's client) with cfg. Nil means the transport's own
+// configuration (the system's roots).
+func WithTLSConfig(cfg *tls.Config) Option {
+	return func(c *Client) { c.tls = cfg }
 }
 
 // WithToken sends "Authorization: Bearer <token>" with every request and
@@ -77,6 +89,20 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	}
 	if c.ua == "" {
 		c.ua = DefaultUserAgent
+	}
+	if c.tls != nil {
+		base, ok := c.hc.Transport.(*http.Transport)
+		switch {
+		case c.hc.Transport == nil:
+			base = http.DefaultTransport.(*http.Transport)
+		case !ok:
+			return nil, fmt.Errorf("client: WithTLSConfig: the HTTP client's transport is a %T, not an *http.Transport", c.hc.Transport)
+		}
+		tr := base.Clone()
+		tr.TLSClientConfig = c.tls.Clone()
+		hc := *c.hc
+		hc.Transport = tr
+		c.hc = &hc
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = strings.TrimRight(u.RawPath, "/")

@@ -38,7 +38,11 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
-	m, size, err := downloadBackup(ctx, strings.TrimRight(*f.server, "/"), *f.token, *out)
+	hc, err := httpClient(*f.ca)
+	if err != nil {
+		return err
+	}
+	m, size, err := downloadBackup(ctx, hc, strings.TrimRight(*f.server, "/"), *f.token, *out)
 	if err != nil {
 		return err
 	}
@@ -49,7 +53,7 @@ func runBackup(args []string, stdout, stderr io.Writer) error {
 
 // downloadBackup streams GET /v1/admin/backup into out.tmp, checks it,
 // fsyncs it and renames it to out.
-func downloadBackup(ctx context.Context, server, token, out string) (backup.Manifest, int64, error) {
+func downloadBackup(ctx context.Context, hc *http.Client, server, token, out string) (backup.Manifest, int64, error) {
 	var m backup.Manifest
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, server+"/v1/admin/backup", nil)
 	if err != nil {
@@ -58,7 +62,7 @@ func downloadBackup(ctx context.Context, server, token, out string) (backup.Mani
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return m, 0, err
 	}

@@ -57,7 +57,7 @@ func (g *commandGroup) usage(w io.Writer) {
 		line := strings.TrimRight(fmt.Sprintf("  %-*s %s", width, s.name, s.args), " ")
 		fmt.Fprintf(&b, "%s\n%s%s\n", line, strings.Repeat(" ", width+3), s.summary)
 	}
-	b.WriteString("\nEvery subcommand takes --server URL and --token TOKEN (env ENGRAM_SERVER, ENGRAM_TOKEN);\n")
+	b.WriteString("\nEvery subcommand takes --server URL, --token TOKEN and --ca FILE (env ENGRAM_SERVER, ENGRAM_TOKEN,\nENGRAM_CA);\n")
 	fmt.Fprintf(&b, "`engram %s <subcommand> -h` shows its flags. %s", g.name, g.notes)
 	io.WriteString(w, b.String())
 }
@@ -74,7 +74,7 @@ func newCommandFlags(name, args, help string, stderr io.Writer) *streamFlags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	f := &streamFlags{FlagSet: fs, name: name}
-	f.server, f.token = serverFlag(fs)
+	f.server, f.token, f.ca = serverFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "%s\n\n%s\n\nFlags:\n", strings.TrimRight("Usage: "+name+" [flags] "+args, " "), help)
 		fs.PrintDefaults()

@@ -154,16 +154,18 @@ func runReindex(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	serverSet := false
-	f.Visit(func(fl *flag.Flag) { serverSet = serverSet || fl.Name == "server" || fl.Name == "token" })
+	f.Visit(func(fl *flag.Flag) {
+		serverSet = serverSet || fl.Name == "server" || fl.Name == "token" || fl.Name == "ca"
+	})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if *data != "" {
 		if serverSet {
-			return f.usageError("--data rebuilds offline: it takes no --server or --token")
+			return f.usageError("--data rebuilds offline: it takes no --server or --token (nor --ca)")
 		}
 		return reindexOffline(ctx, *data, stdout, stderr)
 	}
-	c, err := newClient(*f.server, *f.token)
+	c, err := newClient(*f.server, *f.token, *f.ca)
 	if err != nil {
 		return err
 	}

@@ -41,8 +41,8 @@ func runStream(args []string, stdout, stderr io.Writer) error {
 // --token.
 type streamFlags struct {
 	*flag.FlagSet
-	name          string // "engram stream get"
-	server, token *string
+	name              string // "engram stream get"
+	server, token, ca *string
 }
 
 // parse parses the flags wherever they stand among args ("--" ends them)
@@ -91,7 +91,7 @@ func (f *streamFlags) usageError(format string, a ...any) error {
 // client returns a client of --server and a context that ends on SIGINT or
 // SIGTERM.
 func (f *streamFlags) client() (*client.Client, context.Context, context.CancelFunc, error) {
-	c, err := newClient(*f.server, *f.token)
+	c, err := newClient(*f.server, *f.token, *f.ca)
 	if err != nil {
 		return nil, nil, nil, err
 	}

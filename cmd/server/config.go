@@ -38,7 +38,11 @@ type config struct {
 	ReadTimeout     time.Duration
 	WriteTimeout    time.Duration
 	IdleTimeout     time.Duration
+	RateLimit       float64
+	RateBurst       int
 	PprofAddr       string
+	TLSCert         string
+	TLSKey          string
 	ConfigFile      string
 }
 
@@ -67,7 +71,11 @@ var options = []option{
 	{"read-timeout", "ENGRAM_READ_TIMEOUT", "read_timeout", "30s", "longest time to read a request's head and body (and a new connection's first request); slower clients are cut off"},
 	{"write-timeout", "ENGRAM_WRITE_TIMEOUT", "write_timeout", "30s", "longest time to write a response; a client that stops reading is cut off (WebSocket and SSE streams have their own deadlines)"},
 	{"idle-timeout", "ENGRAM_IDLE_TIMEOUT", "idle_timeout", "120s", "how long a keep-alive connection may wait for its next request"},
+	{"rate-limit", "ENGRAM_RATE_LIMIT", "rate_limit", "0", "requests per second each client (remote IP) may make, a token bucket per client; over it: 429 with Retry-After; 0: no limit"},
+	{"rate-burst", "ENGRAM_RATE_BURST", "rate_burst", "0", "requests a client may make at once (the bucket's size); 0: max(1, 2 × --rate-limit)"},
 	{"pprof-addr", "ENGRAM_PPROF_ADDR", "pprof_addr", "", "serve net/http/pprof on this loopback address (e.g. 127.0.0.1:6060); empty: off"},
+	{"tls-cert", "ENGRAM_TLS_CERT", "tls_cert", "", "PEM certificate file (leaf first, then its chain): serve HTTPS only; needs --tls-key; both are read again on SIGHUP"},
+	{"tls-key", "ENGRAM_TLS_KEY", "tls_key", "", "PEM private key file of --tls-cert"},
 }
 
 // loadConfig merges args, the environment (getenv) and the YAML file named
@@ -126,6 +134,12 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*c
 		if err := c.set(o.flag, v); err != nil {
 			return nil, fmt.Errorf("%s: %w", src, err)
 		}
+	}
+	switch {
+	case c.TLSCert != "" && c.TLSKey == "":
+		return nil, errors.New("--tls-cert is set but --tls-key (ENGRAM_TLS_KEY, tls_key) is missing: give both or neither")
+	case c.TLSKey != "" && c.TLSCert == "":
+		return nil, errors.New("--tls-key is set but --tls-cert (ENGRAM_TLS_CERT, tls_cert) is missing: give both or neither")
 	}
 	if !c.Insecure && !isLoopback(c.Addr) {
 		return nil, fmt.Errorf("addr %q is not a loopback address: without auth the server listens on loopback only; set --insecure (ENGRAM_INSECURE=1) to listen there anyway", c.Addr)
@@ -220,6 +234,18 @@ func (c *config) set(name, v string) error {
 		default:
 			c.IdleTimeout = d
 		}
+	case "rate-limit":
+		f, perr := strconv.ParseFloat(v, 64)
+		if perr != nil || !(f >= 0 && f <= 1e9) {
+			return fmt.Errorf("%q is not a rate between 0 and 1e9 requests/s", v)
+		}
+		c.RateLimit = f
+	case "rate-burst":
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 0 || n > 1e9 {
+			return fmt.Errorf("%q is not a number between 0 and 1000000000", v)
+		}
+		c.RateBurst = n
 	case "pprof-addr":
 		if v != "" {
 			if _, _, err = net.SplitHostPort(v); err != nil {
@@ -230,6 +256,10 @@ func (c *config) set(name, v string) error {
 			}
 		}
 		c.PprofAddr = v
+	case "tls-cert":
+		c.TLSCert = v
+	case "tls-key":
+		c.TLSKey = v
 	case "shutdown-timeout":
 		if c.ShutdownTimeout, err = time.ParseDuration(v); err != nil || c.ShutdownTimeout <= 0 {
 			return fmt.Errorf("%q is not a positive duration", v)

@@ -21,6 +21,10 @@ func TestConfigPrecedence(t *testing.T) {
 	if err := os.WriteFile(limits, []byte("read_timeout: 7s\nwrite_timeout: 1s\nidle_timeout: 8s\npprof_addr: \"[::1]:6060\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	rates := filepath.Join(dir, "rates.yaml")
+	if err := os.WriteFile(rates, []byte("rate_limit: 2.5\nrate_burst: 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -61,6 +65,12 @@ func TestConfigPrecedence(t *testing.T) {
 			func(c *config) bool {
 				return c.ReadTimeout == 7*time.Second && c.WriteTimeout == 9*time.Second && c.IdleTimeout == 8*time.Second && c.PprofAddr == "[::1]:6060"
 			}},
+		{"rate limit off by default", nil, nil, func(c *config) bool { return c.RateLimit == 0 && c.RateBurst == 0 }},
+		{"rate limit from flags", []string{"--rate-limit", "20", "--rate-burst", "5"}, map[string]string{"ENGRAM_RATE_LIMIT": "7"},
+			func(c *config) bool { return c.RateLimit == 20 && c.RateBurst == 5 }},
+		{"rate limit from env", []string{"--config", rates}, map[string]string{"ENGRAM_RATE_LIMIT": "0.5", "ENGRAM_RATE_BURST": "3"},
+			func(c *config) bool { return c.RateLimit == 0.5 && c.RateBurst == 3 }},
+		{"rate limit from file", []string{"--config", rates}, nil, func(c *config) bool { return c.RateLimit == 2.5 && c.RateBurst == 10 }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,6 +118,11 @@ func TestConfigErrorsNameTheSource(t *testing.T) {
 		{"pprof not loopback, named", []string{"--pprof-addr", "0.0.0.0:6060", "--insecure"}, nil, "--pprof-addr"},
 		{"pprof hostname env", nil, map[string]string{"ENGRAM_PPROF_ADDR": "example.com:6060"}, "ENGRAM_PPROF_ADDR"},
 		{"pprof not host:port", []string{"--pprof-addr", "6060"}, nil, "host:port"},
+		{"bad rate limit", []string{"--rate-limit", "fast"}, nil, "--rate-limit"},
+		{"negative rate limit env", nil, map[string]string{"ENGRAM_RATE_LIMIT": "-1"}, "ENGRAM_RATE_LIMIT"},
+		{"NaN rate limit", []string{"--rate-limit", "NaN"}, nil, "--rate-limit"},
+		{"bad rate burst", []string{"--rate-burst", "1.5"}, nil, "--rate-burst"},
+		{"negative rate burst env", nil, map[string]string{"ENGRAM_RATE_BURST": "-2"}, "ENGRAM_RATE_BURST"},
 		{"stray argument", []string{"serve"}, nil, "unexpected argument"},
 	}
 	for _, tc := range cases {

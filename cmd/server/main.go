@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	_ "time/tzdata" // cron time zones on hosts (and distroless images) without zoneinfo
 
 	"engram/internal/server"
+	"engram/internal/tlsreload"
 )
 
 func main() {
@@ -36,6 +38,16 @@ func run(args []string) int {
 	// "listening" line, which Start logs.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	hup := make(chan os.Signal, 1) // SIGHUP reloads the TLS pair
+	signal.Notify(hup, syscall.SIGHUP)
+	var certs *tlsreload.Reloader
+	if cfg.TLSCert != "" {
+		if certs, err = tlsreload.New(tlsreload.Config{CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey}, log); err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
+		log.Info("tls: serving", tlsreload.Attrs(certs.Leaf())...)
+	}
 	// The profiler first: it is up when the "listening" line is logged, and
 	// closed last.
 	if cfg.PprofAddr != "" {
@@ -52,7 +64,9 @@ func run(args []string) int {
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubs,
 		StreamMaxItems: cfg.StreamMaxItems, StreamSyncMax: cfg.StreamSyncMax,
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		QueueMetricsTopics: cfg.QueueTopics,
+		TLS:                tlsConfig(certs),
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -68,12 +82,23 @@ func run(args []string) int {
 	}
 
 	code := 0
-	select {
-	case sig := <-sigs:
-		log.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
-	case err := <-srv.Done():
-		log.Error("server stopped", "err", err)
-		code = 1
+wait:
+	for {
+		select {
+		case <-hup:
+			if certs == nil {
+				log.Info("SIGHUP: nothing to reload (no --tls-cert)")
+				continue
+			}
+			certs.Reload() // logs the outcome; a failure keeps the old pair
+		case sig := <-sigs:
+			log.Info("shutting down", "signal", sig.String(), "timeout", cfg.ShutdownTimeout)
+			break wait
+		case err := <-srv.Done():
+			log.Error("server stopped", "err", err)
+			code = 1
+			break wait
+		}
 	}
 	// A second signal during shutdown ends the process at once.
 	go func() {
@@ -88,4 +113,13 @@ func run(args []string) int {
 		code = 1
 	}
 	return code
+}
+
+// tlsConfig is the server's TLS configuration: nil (plain HTTP) without a
+// certificate.
+func tlsConfig(certs *tlsreload.Reloader) *tls.Config {
+	if certs == nil {
+		return nil
+	}
+	return certs.TLSConfig()
 }

@@ -23,7 +23,7 @@ type limitHits struct {
 func newLimitHits(reg prometheus.Registerer) *limitHits {
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "engram_http_limit_hits_total",
-		Help: "Requests and connections cut short by a configured limit (body size, JSON depth, header size, read/write/idle timeouts).",
+		Help: "Requests and connections cut short by a configured limit (body size, JSON depth, header size, read/write/idle timeouts, rate limit).",
 	}, []string{"limit"})
 	for _, l := range api.Limits {
 		vec.WithLabelValues(l) // every series exists from the start, at 0
@@ -43,7 +43,7 @@ func (l *limitHits) hit(limit string) { l.vec.WithLabelValues(limit).Inc() }
 // is waiting between requests (a deadline then is the idle timeout) or was
 // hijacked by a WebSocket (whose deadlines are the notifier's, not ours).
 func connState(c net.Conn, st fasthttp.ConnState) {
-	if lc, ok := c.(*lingerConn); ok {
+	if lc, ok := asLingerConn(c); ok {
 		lc.state.Store(int32(st))
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"sync"
@@ -30,6 +31,15 @@ func (l lingerListener) Accept() (net.Conn, error) {
 		return &lingerConn{TCPConn: tc, hits: l.hits}, nil
 	}
 	return c, err
+}
+
+// asLingerConn is c's lingerConn, under its TLS layer if it has one.
+func asLingerConn(c net.Conn) (*lingerConn, bool) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*lingerConn)
+	return lc, ok
 }
 
 type lingerConn struct {

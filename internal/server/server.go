@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,16 @@ type Config struct {
 	// IdleTimeout a keep-alive connection's wait for its next request.
 	// Zero means 30 s, 30 s and 120 s.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// RateLimit is the requests a second each client (today: each remote
+	// IP address) may make; RateBurst the requests it may make at once.
+	// RateLimit zero means no rate limit; RateBurst zero means
+	// max(1, 2 × RateLimit).
+	RateLimit float64
+	RateBurst int
+	// TLS, when not nil, makes the server speak HTTPS only (its
+	// GetCertificate may change the certificate while it runs). Nil means
+	// plain HTTP.
+	TLS *tls.Config
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -125,6 +136,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: retention age: %v < 0", cfg.RetentionAge)
 	case cfg.ReadTimeout < 0 || cfg.WriteTimeout < 0 || cfg.IdleTimeout < 0:
 		return nil, fmt.Errorf("server: negative timeout: read %v, write %v, idle %v", cfg.ReadTimeout, cfg.WriteTimeout, cfg.IdleTimeout)
+	case !(cfg.RateLimit >= 0 && cfg.RateLimit <= 1e9): // NaN fails both
+		return nil, fmt.Errorf("server: rate limit: %v requests/s is outside 0..1e9", cfg.RateLimit)
+	case cfg.RateBurst < 0 || cfg.RateBurst > 1e9:
+		return nil, fmt.Errorf("server: rate burst: %d is outside 0..1e9", cfg.RateBurst)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, reg: prometheus.NewRegistry(), serr: make(chan error, 1)}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -240,10 +255,11 @@ func New(cfg Config) (*Server, error) {
 		Search:     s.idx,
 		Backup:     backup.New(db, backup.Config{Version: Version}, s.log),
 		ConnClosing: func(c net.Conn) bool {
-			lc, ok := c.(*lingerConn)
+			lc, ok := asLingerConn(c)
 			return ok && lc.closed.Load()
 		},
 		ReadTimeout: cfg.ReadTimeout, WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout,
+		RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		LimitHit: s.hits.hit,
 	}, s.log)
 	s.app.Server().ConnState = connState // the timeouts' counts (limits.go)
@@ -272,9 +288,14 @@ func (s *Server) Start() error {
 		return fmt.Errorf("server: listen %s: %w", s.cfg.Addr, err)
 	}
 	s.ln = lingerListener{Listener: ln, hits: s.hits}
+	if s.cfg.TLS != nil {
+		// TLS above the lingering close: close_notify goes out before the
+		// FIN, and the connection's counts see through *tls.Conn.
+		s.ln = tls.NewListener(s.ln, s.cfg.TLS)
+	}
 	go func() { s.serr <- s.app.Listener(s.ln) }()
 	s.log.Info("engram listening",
-		"version", Version, "addr", ln.Addr().String(), "data", s.db.Dir(),
+		"version", Version, "addr", ln.Addr().String(), "tls", s.cfg.TLS != nil, "data", s.db.Dir(),
 		"layout", storage.LayoutVersion, "new_store", s.db.Created(),
 		"head_seq", s.seq.Head(), "sync", s.cfg.Sync, "max_body", s.cfg.MaxBody)
 	return nil
