@@ -102,12 +102,18 @@ func (x *Index) run() {
 			}
 		case n > 0:
 			backoff = 0
+			if n < x.cfg.BatchEvents && !x.settle() {
+				return
+			}
 		default:
 			x.caughtUp()
 			select {
 			case <-x.stopc:
 				return
 			case <-x.wake:
+				if !x.settle() {
+					return
+				}
 			case reason := <-x.rebuild:
 				x.retryRebuild(reason)
 			case <-time.After(time.Second):
@@ -137,6 +143,25 @@ func (x *Index) sleep(d time.Duration) bool {
 	case <-x.stopc:
 		return false
 	}
+}
+
+// settle lets commits gather for Config.Settle before the next index
+// transaction, unless a query waits on min_seq, a full batch is already
+// waiting, or a rebuild runs; false means stopped.
+func (x *Index) settle() bool {
+	if x.cfg.Settle <= 0 || x.waiters.Load() > 0 || x.status.Load().Rebuilding ||
+		x.cfg.Head()-min(x.cfg.Head(), x.indexed.Load()) >= uint64(x.cfg.BatchEvents) {
+		return true
+	}
+	t := time.NewTimer(x.cfg.Settle)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-x.hurry:
+	case <-x.stopc:
+		return false
+	}
+	return true
 }
 
 // retryRebuild queues a rebuild unless one is queued. The status says
