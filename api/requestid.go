@@ -7,6 +7,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/oklog/ulid/v2"
+
+	"engram/internal/engine"
 )
 
 // HeaderRequestID carries a request's id, in the request (optional, from
@@ -14,10 +16,6 @@ import (
 const HeaderRequestID = "X-Request-Id"
 
 var headerRequestID = []byte(HeaderRequestID)
-
-// maxRequestIDLen is the longest client request id kept; a longer or
-// otherwise invalid one is replaced by a fresh id.
-const maxRequestIDLen = 128
 
 // requestLog gives each request its id (the client's X-Request-Id when it is
 // 1..128 characters of [A-Za-z0-9._~:@-], else a new ULID), answers it in
@@ -68,20 +66,9 @@ func setRequestID(c *fiber.Ctx) {
 	c.Response().Header.SetCanonical(headerRequestID, buf[:])
 }
 
-func validRequestID(b []byte) bool {
-	if len(b) == 0 || len(b) > maxRequestIDLen {
-		return false
-	}
-	for _, c := range b {
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.', c == '_', c == '~', c == ':', c == '@', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// validRequestID: a client's id is kept when it is a valid name (the
+// charset and length of every name in the API).
+func validRequestID(b []byte) bool { return engine.ValidName(b) }
 
 // audit writes the audit line of an admin action (or, with auth, of a
 // refused credential): info level, "audit": true, the action, the request

@@ -25,8 +25,9 @@ const (
 	maxPatchListElements = 1024
 )
 
-// ValidName reports whether s matches ^[A-Za-z0-9._~:@-]{1,128}$.
-func ValidName(s string) bool {
+// ValidName reports whether s matches ^[A-Za-z0-9._~:@-]{1,128}$ (bytes
+// too, so that a header is checked without a copy: request ids).
+func ValidName[S string | []byte](s S) bool {
 	if len(s) == 0 || len(s) > MaxNameLen {
 		return false
 	}
