@@ -3,19 +3,12 @@ package e2e_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -24,55 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"engram/internal/testcert"
 )
-
-// tlsPair is a self-signed server certificate for 127.0.0.1 with its key,
-// as PEM.
-type tlsPair struct {
-	cert, key []byte
-	x509      *x509.Certificate
-}
-
-func newTLSPair(t *testing.T, serial int64) tlsPair {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: fmt.Sprintf("engram e2e %d", serial)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true, IsCA: true, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return tlsPair{
-		cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		key:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		x509: c,
-	}
-}
-
-// write replaces the files by renames, as certificate tools do.
-func (p tlsPair) write(t *testing.T, certFile, keyFile string) {
-	t.Helper()
-	for path, b := range map[string][]byte{certFile: p.cert, keyFile: p.key} {
-		if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
 
 // tlsClient trusts the given certificates; without keep-alive, each request
 // is a new handshake (and sees the certificate served at that moment).
@@ -170,9 +117,9 @@ func waitLog(t *testing.T, p *proc, msg string, n int) map[string]any {
 func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	a, b := newTLSPair(t, 1001), newTLSPair(t, 2002)
-	a.write(t, certFile, keyFile)
-	hc := tlsClient(a.x509, b.x509)
+	a, b := testcert.New(t, 1001, time.Now().Add(24*time.Hour)), testcert.New(t, 2002, time.Now().Add(24*time.Hour))
+	a.Write(t, certFile, keyFile)
+	hc := tlsClient(a.Cert, b.Cert)
 	p := startTLS(t, hc, certFile, keyFile)
 	if on, _ := p.Listening["tls"].(bool); !on {
 		t.Errorf("listening line without tls=true: %v", p.Listening)
@@ -223,7 +170,7 @@ func TestTLS(t *testing.T) {
 	unit("before reload")
 
 	// Certificate B and SIGHUP: new connections get B, the WebSocket goes on.
-	b.write(t, certFile, keyFile)
+	b.Write(t, certFile, keyFile)
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +185,7 @@ func TestTLS(t *testing.T) {
 	w.pingPong(t)
 
 	// A broken certificate file: SIGHUP logs an error, B is still served.
-	if err := os.WriteFile(certFile, b.cert[:len(b.cert)/2], 0o600); err != nil {
+	if err := os.WriteFile(certFile, b.CertPEM[:len(b.CertPEM)/2], 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
@@ -270,9 +217,9 @@ func TestTLS(t *testing.T) {
 func TestTLSLockWaiterDisconnect(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	a := newTLSPair(t, 7)
-	a.write(t, certFile, keyFile)
-	hc := tlsClient(a.x509)
+	a := testcert.New(t, 7, time.Now().Add(24*time.Hour))
+	a.Write(t, certFile, keyFile)
+	hc := tlsClient(a.Cert)
 	p := startTLS(t, hc, certFile, keyFile)
 	mustTLS(t, hc, 201, "POST", p.URL+"/v1/locks", map[string]any{"resources": []string{"r"}, "holder": "A", "ttl_ms": 30000})
 
@@ -318,9 +265,9 @@ func TestTLSLockWaiterDisconnect(t *testing.T) {
 func TestTLSStartErrors(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	newTLSPair(t, 1).write(t, certFile, keyFile)
+	testcert.New(t, 1, time.Now().Add(24*time.Hour)).Write(t, certFile, keyFile)
 	other := filepath.Join(dir, "other.key")
-	if err := os.WriteFile(other, newTLSPair(t, 2).key, 0o600); err != nil {
+	if err := os.WriteFile(other, testcert.New(t, 2, time.Now().Add(24*time.Hour)).KeyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {

@@ -2,78 +2,26 @@ package tlsreload
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"engram/internal/testcert"
 )
 
-// pair is a self-signed certificate for 127.0.0.1 and localhost, as PEM.
-type pair struct {
-	cert, key []byte
-	x509      *x509.Certificate
+// newPair makes a self-signed pair; write puts it at cfg's paths.
+func newPair(t *testing.T, serial int64, notAfter time.Time) testcert.Pair {
+	return testcert.New(t, serial, notAfter)
 }
 
-func newPair(t *testing.T, serial int64, notAfter time.Time) pair {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: "engram test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return pair{
-		cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		key:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-		x509: c,
-	}
-}
-
-// write puts the pair at cfg's paths, each file replaced by a rename (as
-// certificate tools do).
-func (p pair) write(t *testing.T, cfg Config) {
-	t.Helper()
-	for path, b := range map[string][]byte{cfg.CertFile: p.cert, cfg.KeyFile: p.key} {
-		if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
+func write(t *testing.T, p testcert.Pair, cfg Config) { p.Write(t, cfg.CertFile, cfg.KeyFile) }
 
 func paths(t *testing.T) Config {
 	dir := t.TempDir()
@@ -101,7 +49,7 @@ func (s *syncBuf) String() string {
 func TestNew(t *testing.T) {
 	cfg := paths(t)
 	a := newPair(t, 1001, time.Now().Add(time.Hour))
-	a.write(t, cfg)
+	write(t, a, cfg)
 	other := newPair(t, 1002, time.Now().Add(time.Hour))
 
 	r, err := New(cfg, nil)
@@ -133,7 +81,7 @@ func TestNew(t *testing.T) {
 		{"no key", Config{CertFile: cfg.CertFile}, "key file: required"},
 		{"missing cert file", Config{CertFile: filepath.Join(dir, "none.pem"), KeyFile: cfg.KeyFile}, "none.pem"},
 		{"not PEM", Config{CertFile: file("junk.pem", []byte("junk")), KeyFile: cfg.KeyFile}, "junk.pem"},
-		{"key of another cert", Config{CertFile: cfg.CertFile, KeyFile: file("other.key", other.key)}, "private key does not match"},
+		{"key of another cert", Config{CertFile: cfg.CertFile, KeyFile: file("other.KeyPEM", other.KeyPEM)}, "private key does not match"},
 		{"cert and key swapped", Config{CertFile: cfg.KeyFile, KeyFile: cfg.CertFile}, "tlsreload: load"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,7 +95,7 @@ func TestNew(t *testing.T) {
 
 func TestNewExpiredWarns(t *testing.T) {
 	cfg := paths(t)
-	newPair(t, 7, time.Now().Add(-time.Minute)).write(t, cfg)
+	write(t, newPair(t, 7, time.Now().Add(-time.Minute)), cfg)
 	var log syncBuf
 	if _, err := New(cfg, slog.New(slog.NewTextHandler(&log, nil))); err != nil {
 		t.Fatal(err)
@@ -163,7 +111,7 @@ func TestReload(t *testing.T) {
 	cfg := paths(t)
 	a := newPair(t, 1, time.Now().Add(time.Hour))
 	b := newPair(t, 2, time.Now().Add(2*time.Hour))
-	a.write(t, cfg)
+	write(t, a, cfg)
 	var log syncBuf
 	r, err := New(cfg, slog.New(slog.NewJSONHandler(&log, nil)))
 	if err != nil {
@@ -192,8 +140,8 @@ func TestReload(t *testing.T) {
 		}
 	})
 	roots := x509.NewCertPool()
-	roots.AddCert(a.x509)
-	roots.AddCert(b.x509)
+	roots.AddCert(a.Cert)
+	roots.AddCert(b.Cert)
 	dial := func() *tls.Conn {
 		t.Helper()
 		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
@@ -220,7 +168,7 @@ func TestReload(t *testing.T) {
 		t.Fatalf("first connection: serial %d, want 1", s)
 	}
 
-	b.write(t, cfg)
+	write(t, b, cfg)
 	if err := r.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -244,13 +192,13 @@ func TestReload(t *testing.T) {
 		cert, key  []byte
 		removeCert bool
 	}{
-		{"truncated cert", b.cert[:len(b.cert)/2], b.key, false},
-		{"key of another cert", b.cert, a.key, false},
-		{"empty key", b.cert, nil, false},
-		{"cert removed", nil, b.key, true},
+		{"truncated cert", b.CertPEM[:len(b.CertPEM)/2], b.KeyPEM, false},
+		{"key of another cert", b.CertPEM, a.KeyPEM, false},
+		{"empty key", b.CertPEM, nil, false},
+		{"cert removed", nil, b.KeyPEM, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			pair{cert: tc.cert, key: tc.key}.write(t, cfg)
+			write(t, testcert.Pair{CertPEM: tc.cert, KeyPEM: tc.key}, cfg)
 			if tc.removeCert {
 				os.Remove(cfg.CertFile)
 			}
@@ -274,7 +222,7 @@ func TestReload(t *testing.T) {
 	}
 
 	// And the files fixed again: the next reload takes them.
-	a.write(t, cfg)
+	write(t, a, cfg)
 	if err := r.Reload(); err != nil {
 		t.Fatal(err)
 	}
@@ -287,7 +235,7 @@ func TestReload(t *testing.T) {
 
 func TestTLSConfigMinVersion(t *testing.T) {
 	cfg := paths(t)
-	newPair(t, 3, time.Now().Add(time.Hour)).write(t, cfg)
+	write(t, newPair(t, 3, time.Now().Add(time.Hour)), cfg)
 	r, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
