@@ -175,7 +175,7 @@ func TestTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := waitLog(t, p, "tls: reloaded", 1)
-	if l["serial"] != "2002" || !strings.Contains(fmt.Sprint(l["subject"]), "engram e2e 2002") || l["not_after"] == nil {
+	if l["serial"] != "2002" || !strings.Contains(fmt.Sprint(l["subject"]), "engram test 2002") || l["not_after"] == nil {
 		t.Errorf("reload line %v, want serial 2002, its subject and not_after", l)
 	}
 	if _, serial := mustTLS(t, hc, 200, "GET", p.URL+"/healthz", nil); serial != 2002 {
