@@ -138,7 +138,14 @@ func errorHandler(log *slog.Logger, limitHit func(limit string)) fiber.ErrorHand
 	return func(c *fiber.Ctx, err error) error {
 		status, code, msg, details := classify(err)
 		id := RequestID(c)
-		if status >= 500 {
+		switch {
+		case errors.Is(err, fiber.ErrBadGateway):
+			// Fiber's answer to a connection that failed before a request
+			// was read (a TLS handshake the client gave up on, a reset):
+			// no handler ran (none proxies), nobody gets the answer, and
+			// any client can cause it, so it is no error line.
+			log.Debug("connection failed before a request was read", "err", err, "request_id", id)
+		case status >= 500:
 			log.Error("request failed", "method", c.Method(), "path", c.Path(), "status", status, "err", err, "request_id", id)
 		}
 		if limitHit != nil {

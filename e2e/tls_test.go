@@ -148,6 +148,10 @@ func TestTLS(t *testing.T) {
 		t.Errorf("untrusting client: %v, want a certificate error", err)
 	}
 	mustTLS(t, hc, 200, "GET", p.URL+"/readyz", nil)
+	// Failed handshakes are any client's to cause: no error line for them.
+	if lines := p.logLines("request failed"); len(lines) != 0 {
+		t.Errorf("error lines after failed handshakes: %v", lines)
+	}
 
 	// A WebSocket over wss: subscribed, and live events arrive.
 	w, status, body, err := dialWS(context.Background(), p.URL, hc)
