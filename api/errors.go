@@ -8,6 +8,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 
+	"engram/internal/backup"
 	"engram/internal/engine"
 	"engram/internal/jsonx"
 	"engram/internal/notifier"
@@ -93,6 +94,9 @@ func classify(err error) (int, string, string, map[string]any) {
 	if errors.As(err, &lag) {
 		return fiber.StatusServiceUnavailable, "unavailable", err.Error(),
 			map[string]any{"indexed_seq": lag.IndexedSeq, "min_seq": lag.MinSeq}
+	}
+	if errors.Is(err, backup.ErrBusy) {
+		return fiber.StatusConflict, "conflict", err.Error(), nil
 	}
 	if errors.Is(err, search.ErrUnavailable) {
 		return fiber.StatusServiceUnavailable, "unavailable", err.Error(), nil

@@ -188,6 +188,38 @@ func TestCheckpointRemoved(t *testing.T) {
 	}
 }
 
+// TestInFlightCap: snapshots beyond MaxInFlight are refused until one is
+// closed, also one whose stream failed.
+func TestInFlightCap(t *testing.T) {
+	srv := newStore(t)
+	src := backup.New(srv.Store(), backup.Config{MaxInFlight: 2}, nil)
+	a, err := src.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := src.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Take(); !errors.Is(err, backup.ErrBusy) {
+		t.Fatalf("third snapshot: %v, want ErrBusy", err)
+	}
+	if _, err := a.WriteTo(&failWriter{after: 100}); err == nil {
+		t.Fatal("WriteTo into a failing writer succeeded")
+	}
+	a.Close()
+	a.Close() // twice frees one slot only
+	c, err := src.Take()
+	if err != nil {
+		t.Fatalf("after a close: %v", err)
+	}
+	if _, err := src.Take(); !errors.Is(err, backup.ErrBusy) {
+		t.Fatalf("a double Close freed two slots: %v", err)
+	}
+	b.Close()
+	c.Close()
+}
+
 type failWriter struct{ after int }
 
 func (w *failWriter) Write(p []byte) (int, error) {

@@ -41,13 +41,21 @@ type Config struct {
 	Version string
 	// Now is the clock of manifests. Nil means time.Now.
 	Now func() time.Time
+	// MaxInFlight caps the snapshots open at once: each pins the store's
+	// files of its moment (hard links) until it is closed, and each is a
+	// whole-store stream. Zero means 2.
+	MaxInFlight int
 }
+
+// ErrBusy refuses a snapshot while MaxInFlight others are open.
+var ErrBusy = errors.New("backup: busy")
 
 // A Source takes snapshots of a live store. Safe for concurrent use.
 type Source struct {
-	db  Store
-	cfg Config
-	log *slog.Logger
+	db    Store
+	cfg   Config
+	log   *slog.Logger
+	slots chan struct{} // one per open snapshot
 }
 
 // New returns a Source of db. It removes the checkpoint directories a
@@ -63,6 +71,9 @@ func New(db Store, cfg Config, log *slog.Logger) *Source {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 2
+	}
 	stale, _ := filepath.Glob(filepath.Join(db.Dir(), tmpPrefix+"*"))
 	for _, d := range stale {
 		if err := os.RemoveAll(d); err != nil {
@@ -71,28 +82,36 @@ func New(db Store, cfg Config, log *slog.Logger) *Source {
 			log.Info("removed a stale backup checkpoint", "dir", d)
 		}
 	}
-	return &Source{db: db, cfg: cfg, log: log}
+	return &Source{db: db, cfg: cfg, log: log, slots: make(chan struct{}, cfg.MaxInFlight)}
 }
 
 // A Snapshot is a consistent copy of the store, taken by Source.Take,
 // ready to be written as a tar. Close removes it.
 type Snapshot struct {
-	dir  string
-	m    Manifest
-	once sync.Once
-	err  error
+	dir     string
+	m       Manifest
+	once    sync.Once
+	err     error
+	release func() // frees the Source's slot
 }
 
 // Take checkpoints the store into a directory inside its data dir (hard
 // links: cheap, and writes go on) and reads the checkpoint's head seq. The
 // caller must Close the snapshot.
 func (s *Source) Take() (*Snapshot, error) {
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		return nil, fmt.Errorf("%w: %d backups are streaming, the most at once; retry when one ends", ErrBusy, cap(s.slots))
+	}
+	release := func() { <-s.slots }
 	dir := filepath.Join(s.db.Dir(), tmpPrefix+ulid.Make().String())
 	if err := s.db.Checkpoint(dir); err != nil {
 		os.RemoveAll(dir)
+		release()
 		return nil, fmt.Errorf("backup: %w", err)
 	}
-	snap := &Snapshot{dir: dir}
+	snap := &Snapshot{dir: dir, release: release}
 	if err := snap.describe(s.cfg); err != nil {
 		snap.Close()
 		return nil, err
@@ -210,6 +229,9 @@ func (snap *Snapshot) Close() error {
 	snap.once.Do(func() {
 		if err := os.RemoveAll(snap.dir); err != nil {
 			snap.err = fmt.Errorf("backup: remove the checkpoint: %w", err)
+		}
+		if snap.release != nil {
+			snap.release()
 		}
 	})
 	return snap.err
