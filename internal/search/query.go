@@ -353,6 +353,11 @@ func (x *Index) queryErr(q string, err error) error {
 		x.log.Error("search: query found the index corrupt; rebuilding", "err", err)
 		x.retryRebuild("corrupt index: " + err.Error())
 		return fmt.Errorf("%w: the index is corrupt and is being rebuilt", ErrUnavailable)
+	case code == sqlite3.SQLITE_BUSY, code == sqlite3.SQLITE_LOCKED, code == sqlite3.SQLITE_IOERR,
+		code == sqlite3.SQLITE_NOMEM, code == sqlite3.SQLITE_CANTOPEN:
+		// The index file or the machine, not the query: retryable.
+		x.log.Warn("search: query failed", "err", err)
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return fmt.Errorf("search: query: %w", err)
 }
